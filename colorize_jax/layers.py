@@ -1,0 +1,374 @@
+"""The U-Net's and PatchGAN's 4x4 convolutions, written for XLA's CPU backend.
+
+XLA lowers a transposed convolution (and the input gradient of a strided one) to a
+convolution over an input with zeros inserted between pixels (`lhs_dilation=2`),
+and autodiff gives its kernel gradient as a convolution with a dilated window. On
+the CPU both can run at well under 1 GFLOP/s, against ~100 for a matmul
+(../shared/bench, `bench_convt.py`; ../notes/perf/layers.md). Even XLA's plain
+stride-1 convolution reaches only a fraction of the matmul rate on this CPU, and
+the kernel gradient of a 2x2 convolution over a large map is slower still.
+
+So 'fast' computes each layer as a `jax.custom_vjp` whose forward pass, input
+gradient and kernel gradient are each taken from whichever of a few equivalent
+formulations measured fastest for that shape (shapes are static under jit):
+
+* 'plain'  - the textbook lax convolution (strided, or lhs-dilated for the transpose);
+* 's2d'    - space-to-depth of the padded input, then a 2x2 stride-1 conv;
+* 'im2col' - space-to-depth plus the four 2x2 window shifts concatenated on the
+             channel axis, then ONE matmul with K = 16 Cin (XLA's fast dot path);
+* transposed conv: 'subpixel' (four 2x2 stride-1 convs, one per output phase),
+  'subpixel_matmul' (the same four phases as one batched matmul, K = 4 Cin),
+  'one' (one 2x2 conv to 4 Cout over the input padded by 1, then depth-to-space and
+  a 1-pixel crop: the adjoint of 's2d'), 'one_matmul' (the same as one matmul).
+
+Every formulation computes the same function (tests/test_layers.py checks values and
+both gradients against 'plain'), so the choice only changes speed. 'plain' keeps the
+textbook formulation (what `nn.Conv` / `nn.ConvTranspose` run); parameter names and
+shapes are those of `nn.Conv` / `nn.ConvTranspose`, so a checkpoint works with either.
+"""
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+ConvImpl = str  # 'fast' | 'plain'
+CONV_IMPLS = ('fast', 'plain')
+
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+KERNEL_SIZE = 4
+
+
+def _check_impl(impl: str) -> None:
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {impl!r}')
+
+
+def _conv(x, kernel, strides=(1, 1), padding='VALID', lhs_dilation=None):
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=strides, padding=padding, lhs_dilation=lhs_dilation,
+      dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _pad1(x: jnp.ndarray) -> jnp.ndarray:
+  return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+
+def _windows2x2(x: jnp.ndarray, h: int, w: int) -> jnp.ndarray:
+  """The four h x w shifts (0/1 rows, 0/1 cols) of x stacked on channels: [N, h, w, 4C]."""
+  return jnp.concatenate([x[:, s:s + h, r:r + w] for s in (0, 1) for r in (0, 1)], axis=-1)
+
+
+def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
+  """[N, 2H, 2W, C] -> [N, H, W, 4C], channel index (2 * row_phase + col_phase) * C + c."""
+  n, h, w, c = x.shape
+  x = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, h // 2, w // 2, 4 * c)
+
+
+def depth_to_space(x: jnp.ndarray) -> jnp.ndarray:
+  """Inverse of `space_to_depth`: [N, H, W, 4C] -> [N, 2H, 2W, C]."""
+  n, h, w, c4 = x.shape
+  c = c4 // 4
+  x = x.reshape(n, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, 2 * h, 2 * w, c)
+
+
+# --------------------------------------------------------------------------------------
+# Formulations. Each is f(x, kernel) -> y with the conventions of its public function.
+# --------------------------------------------------------------------------------------
+def _s2_kernel_2x2(kernel):
+  """[4, 4, Cin, Cout] -> [2, 2, 4 Cin, Cout]: tap (2i + p, 2j + q) reads s2d phase (p, q)."""
+  cin, cout = kernel.shape[2:]
+  k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+  return k.reshape(2, 2, 4 * cin, cout)
+
+
+def _s2_plain(x, kernel):
+  return _conv(x, kernel, strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def _s2_s2d(x, kernel):
+  return _conv(space_to_depth(_pad1(x)), _s2_kernel_2x2(kernel))
+
+
+def _s2_im2col(x, kernel):
+  patches = _windows2x2(space_to_depth(_pad1(x)), x.shape[1] // 2, x.shape[2] // 2)
+  return jnp.dot(patches, _s2_kernel_2x2(kernel).reshape(-1, kernel.shape[3]))
+
+
+def _t_plain(x, kernel):
+  return _conv(x, kernel, padding=((2, 2), (2, 2)), lhs_dilation=(2, 2))
+
+
+def _t_subpixel(x, kernel):
+  # Output row 2m + a sums input rows m - 1 + a + t (t = 0, 1) with kernel rows
+  # a + 2t; with one row of zero padding that is a 2x2 window starting at m + a.
+  n, h, w, _ = x.shape
+  xp = _pad1(x)
+  phases = [_conv(xp[:, a:a + h + 1, b:b + w + 1], kernel[a::2, b::2])
+            for a in (0, 1) for b in (0, 1)]
+  return depth_to_space(jnp.concatenate(phases, axis=-1))
+
+
+def _t_subpixel_matmul(x, kernel):
+  # The four phases of `_t_subpixel` as one batched matmul [4, NHW, 4 Cin] x [4, 4 Cin, Cout].
+  n, h, w, cin = x.shape
+  cout = kernel.shape[3]
+  xp = _pad1(x)
+  patches = jnp.stack([_windows2x2(xp[:, a:a + h + 1, b:b + w + 1], h, w)
+                       for a in (0, 1) for b in (0, 1)]).reshape(4, n * h * w, 4 * cin)
+  kernels = jnp.stack([kernel[a::2, b::2].reshape(4 * cin, cout)
+                       for a in (0, 1) for b in (0, 1)])
+  y = lax.dot_general(patches, kernels, (((2,), (1,)), ((0,), (0,))))
+  y = y.reshape(2, 2, n, h, w, cout).transpose(2, 3, 0, 4, 1, 5)
+  return y.reshape(n, 2 * h, 2 * w, cout)
+
+
+def _t_kernel_one(kernel):
+  """[4, 4, Cin, Cout] -> [2, 2, Cin, 4 Cout] with K[s, r, :, (pr, pc)] = W[2s+1-pr, 2r+1-pc]."""
+  cin, cout = kernel.shape[2:]
+  k = kernel.reshape(2, 2, 2, 2, cin, cout)[:, ::-1, :, ::-1]
+  return k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
+
+
+def _t_one(x, kernel):
+  # Output pixel 2p - 1 + pr (p = 0..H) is phase pr of a 2x2 window at p of the padded
+  # input; computing all H + 1 window rows and cropping one pixel per border costs
+  # (H+1)^2 / H^2 times the exact MACs for one big conv instead of four.
+  return depth_to_space(_conv(_pad1(x), _t_kernel_one(kernel)))[:, 1:-1, 1:-1]
+
+
+def _t_one_matmul(x, kernel):
+  patches = _windows2x2(_pad1(x), x.shape[1] + 1, x.shape[2] + 1)
+  y = jnp.dot(patches, _t_kernel_one(kernel).reshape(4 * x.shape[3], -1))
+  return depth_to_space(y)[:, 1:-1, 1:-1]
+
+
+def _s1_plain(x, kernel):
+  return _conv(x, kernel, padding=((1, 1), (1, 1)))
+
+
+def _s1_im2col(x, kernel):
+  xp = _pad1(x)
+  h, w = x.shape[1] - 1, x.shape[2] - 1
+  patches = jnp.concatenate(
+      [xp[:, i:i + h, j:j + w] for i in range(KERNEL_SIZE) for j in range(KERNEL_SIZE)], axis=-1)
+  return jnp.dot(patches, kernel.reshape(-1, kernel.shape[3]))
+
+
+CONV4X4_S2_FORMULATIONS: dict[str, Callable] = {
+    'plain': _s2_plain, 's2d': _s2_s2d, 'im2col': _s2_im2col}
+CONV_TRANSPOSE4X4_S2_FORMULATIONS: dict[str, Callable] = {
+    'plain': _t_plain, 'subpixel': _t_subpixel, 'subpixel_matmul': _t_subpixel_matmul,
+    'one': _t_one, 'one_matmul': _t_one_matmul}
+CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {'plain': _s1_plain, 'im2col': _s1_im2col}
+
+
+class Plan(NamedTuple):
+  """Which formulation computes the forward pass, the input and the kernel gradient."""
+  fwd: str
+  dx: str
+  dw: str
+
+
+@functools.lru_cache(maxsize=None)
+def _mixed(table: str, plan: Plan) -> Callable:
+  """f(x, kernel) running plan.fwd forward and plan.dx / plan.dw for the two gradients.
+
+  The residuals are (x, kernel), as for autodiff of any of them (all are linear in
+  each argument); a gradient nobody uses is removed by XLA under jit.
+  """
+  forms = _TABLES[table]
+  fwd, dx, dw = forms[plan.fwd], forms[plan.dx], forms[plan.dw]
+
+  @jax.custom_vjp
+  def f(x, kernel):
+    return fwd(x, kernel)
+
+  def f_fwd(x, kernel):
+    return fwd(x, kernel), (x, kernel)
+
+  def f_bwd(res, g):
+    x, kernel = res
+    gx = jax.vjp(lambda x_: dx(x_, kernel), x)[1](g)[0]
+    gk = jax.vjp(lambda k_: dw(x, k_), kernel)[1](g)[0]
+    return gx, gk
+
+  f.defvjp(f_fwd, f_bwd)
+  return f
+
+
+_TABLES = {'s2': CONV4X4_S2_FORMULATIONS, 't': CONV_TRANSPOSE4X4_S2_FORMULATIONS,
+           's1': CONV4X4_S1_FORMULATIONS}
+
+
+# The rules below come from ../notes/perf/layers.md: every conv shape of the model at
+# 128/b16/w64, interleaved runs on the shared 2-core CPU (differences under ~25% are
+# noise there). `h` is the smaller side of the layer's INPUT map. 'Few channels'
+# (< 16) means a matmul with a tiny K or N, which is memory-bound: convs win there.
+_BIG_MAP = 32
+_FEW_CHANNELS = 16
+
+
+def conv4x4_s2_plan(h: int, cin: int, cout: int) -> Plan:
+  """Formulations `conv4x4_s2(impl='fast')` uses for an [N, h, w, cin] input."""
+  del cout
+  big = h >= _BIG_MAP
+  # Forward: XLA's strided conv is fastest on big maps (1.2-1.5x im2col on the first
+  # encoder levels), the single matmul on small ones (4-6x at h = 2, 4).
+  fwd = 'plain' if big else 'im2col'
+  # dx: autodiff of 's2d' (a 2x2 stride-1 conv) beats im2col (1.2x) and 'plain' (an
+  # lhs-dilated conv: 1.4x there, 30x slower at h = 4) on big, wide maps; im2col
+  # elsewhere (2-6x at h <= 8, 1.9x vs 's2d' on the discriminator's 3-channel input).
+  dx = 's2d' if big and cin >= _FEW_CHANNELS else 'im2col'
+  # dW: the kernel gradient as one matmul is the only one fast everywhere: autodiff of
+  # 's2d' runs at < 1 GFLOP/s on 32x32+ maps (10x slower), 'plain' at half the speed.
+  return Plan(fwd, dx, 'im2col')
+
+
+def conv_transpose4x4_s2_plan(h: int, cin: int, cout: int) -> Plan:
+  """Formulations `conv_transpose4x4_s2(impl='fast')` uses for an [N, h, w, cin] input."""
+  del cin
+  # h <= 4 (the decoder's innermost, widest levels): the four phases as one batched
+  # matmul win forward and both gradients (1.5-3x); 'plain' forward is catastrophic
+  # at h = 2 (0.2 GFLOP/s, 38x slower) and 'one' pays (h+1)^2/h^2 = 2.25-4x the MACs.
+  if h <= 4:
+    return Plan('subpixel_matmul', 'subpixel_matmul', 'subpixel_matmul')
+  # h >= 8: one 2x2 conv to 4 Cout is as fast as or faster than any forward (1.7x
+  # 'plain' on the last layer); its input gradient (a strided conv of the cotangent)
+  # is best from the four 2x2 convs up to 16x16 and from 'one' above.
+  fwd = 'one'
+  dx = 'one' if h >= _BIG_MAP else 'subpixel'
+  # dW: one matmul is 5-15x faster than any conv-based kernel gradient (autodiff of
+  # 'plain', 'subpixel' or 'one' on 32x32: 16-26 s vs 1.7 s for one layer at b16;
+  # cf. Surprise 3 of ../shared/bench/RESULTS.md), except for the 2-channel output
+  # layer, where the matmul has N = 8 and the conv form of 'one' is 3x faster.
+  dw = 'one' if cout < _FEW_CHANNELS else 'one_matmul'
+  return Plan(fwd, dx, dw)
+
+
+def conv4x4_s1_plan(h: int, cin: int, cout: int) -> Plan:
+  """Formulations `conv4x4_s1(impl='fast')` uses for an [N, h, w, cin] input."""
+  del h, cin
+  # The PatchGAN's logit layer (Cout = 1): the lax conv is 8-13x faster than a
+  # matmul with N = 1 in all three. The wide layer before it: lax conv forward and dx
+  # (equal to im2col within noise), kernel gradient as one matmul (2x faster).
+  if cout < _FEW_CHANNELS:
+    return Plan('plain', 'plain', 'plain')
+  return Plan('plain', 'plain', 'im2col')
+
+
+def conv4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> jnp.ndarray:
+  """4x4 convolution with stride 2 and zero padding 1 (pix2pix's encoder layer).
+
+  Args:
+    x: [N, H, W, Cin] with H and W even.
+    kernel: [4, 4, Cin, Cout] (HWIO, cross-correlation as in `nn.Conv`).
+    impl: 'plain' (one strided conv) or 'fast' (per-shape choice, `conv4x4_s2_plan`).
+
+  Returns:
+    [N, H/2, W/2, Cout].
+  """
+  _check_impl(impl)
+  if impl == 'plain':
+    return _s2_plain(x, kernel)
+  if x.shape[1] % 2 or x.shape[2] % 2:
+    raise ValueError(f'conv4x4_s2 needs even height and width, got {x.shape}')
+  plan = conv4x4_s2_plan(min(x.shape[1:3]), x.shape[3], kernel.shape[3])
+  return _mixed('s2', plan)(x, kernel)
+
+
+def conv_transpose4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
+                         impl: ConvImpl = 'fast') -> jnp.ndarray:
+  """4x4 transposed convolution with stride 2 that doubles H and W (pix2pix's decoder).
+
+  The same function as `nn.ConvTranspose(features, (4, 4), strides=(2, 2),
+  padding=((2, 2), (2, 2)))` and as PyTorch's `ConvTranspose2d(k=4, s=2, p=1)` up to
+  a spatial flip of the kernel.
+
+  Args:
+    x: [N, H, W, Cin].
+    kernel: [4, 4, Cin, Cout] (HWIO, applied to the zero-dilated input, unflipped).
+    impl: 'plain' (lhs-dilated conv) or 'fast' (per-shape choice,
+      `conv_transpose4x4_s2_plan`).
+
+  Returns:
+    [N, 2H, 2W, Cout].
+  """
+  _check_impl(impl)
+  if impl == 'plain':
+    return _t_plain(x, kernel)
+  plan = conv_transpose4x4_s2_plan(min(x.shape[1:3]), x.shape[3], kernel.shape[3])
+  return _mixed('t', plan)(x, kernel)
+
+
+def conv4x4_s1(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> jnp.ndarray:
+  """4x4 convolution with stride 1 and zero padding 1 (the PatchGAN's last two layers).
+
+  The same function as `nn.Conv(features, (4, 4), padding=((1, 1), (1, 1)))`.
+
+  Args:
+    x: [N, H, W, Cin] with H, W >= 2.
+    kernel: [4, 4, Cin, Cout] (HWIO, cross-correlation).
+    impl: 'plain' (lax conv) or 'fast' (per-shape choice, `conv4x4_s1_plan`).
+
+  Returns:
+    [N, H - 1, W - 1, Cout].
+  """
+  _check_impl(impl)
+  if impl == 'plain':
+    return _s1_plain(x, kernel)
+  if x.shape[1] < 2 or x.shape[2] < 2:
+    raise ValueError(f'conv4x4_s1 needs height and width >= 2, got {x.shape}')
+  plan = conv4x4_s1_plan(min(x.shape[1:3]), x.shape[3], kernel.shape[3])
+  return _mixed('s1', plan)(x, kernel)
+
+
+def default_kernel_init() -> Callable[..., Any]:
+  """N(0, 0.02), the initialisation of pix2pix and the DCGAN line of work."""
+  return nn.initializers.normal(stddev=0.02)
+
+
+class _Conv4x4(nn.Module):
+  """Shared body: parameters as `nn.Conv` / `nn.ConvTranspose` (kernel [4, 4, Cin, Cout], bias)."""
+  features: int
+  use_bias: bool = True
+  impl: ConvImpl = 'fast'
+  dtype: Any = None
+
+  def _op(self, x, kernel, impl):
+    raise NotImplementedError
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', default_kernel_init(),
+                        (KERNEL_SIZE, KERNEL_SIZE, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = self._op(x, kernel, self.impl)
+    return y + bias if bias is not None else y
+
+
+class Conv4x4S2(_Conv4x4):
+  """`conv4x4_s2` as a Flax layer; parameters as `nn.Conv` (kernel [4, 4, Cin, Cout], bias)."""
+
+  def _op(self, x, kernel, impl):
+    return conv4x4_s2(x, kernel, impl)
+
+
+class ConvTranspose4x4S2(_Conv4x4):
+  """`conv_transpose4x4_s2` as a Flax layer; parameters as `nn.ConvTranspose`."""
+
+  def _op(self, x, kernel, impl):
+    return conv_transpose4x4_s2(x, kernel, impl)
+
+
+class Conv4x4S1(_Conv4x4):
+  """`conv4x4_s1` as a Flax layer; parameters as `nn.Conv(features, (4, 4), padding=1)`."""
+
+  def _op(self, x, kernel, impl):
+    return conv4x4_s1(x, kernel, impl)
