@@ -1,0 +1,359 @@
+"""The Turing-test web app (Starlette + Jinja2, served by uvicorn).
+
+URL layout:
+  GET  /              task description, optional background fields, start button
+  POST /start         creates a participant (token in an HttpOnly cookie) -> /study
+  GET  /study         the participant's current pair ("Pair 7 of 20") or -> /done
+  POST /answer        pair_id + choice (an image name) -> /study; 409 if answered
+  GET  /done          thank-you page with the participant's own score
+  GET  /img/<name>    a study image (<32 hex>.png; names are random)
+  GET  /results?token=...      results page (token printed by `serve`)
+  GET  /results.csv?token=...  all answers as CSV
+  GET  /static/...    CSS and JS
+
+Nothing here says which image is real: names are random, both images of a pair
+are rendered by the same markup in a per-participant random left/right order,
+and image responses carry no file names or modification times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import unicodedata
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from colorize_jax.turing import report as report_lib
+from colorize_jax.turing import store as store_lib
+from colorize_jax.turing import study as study_lib
+
+COOKIE = 'turing_participant'
+COOKIE_MAX_AGE_S = 180 * 24 * 3600
+MAX_BODY_BYTES = 16 * 1024
+MAX_FIELD_LEN = 100
+AGE_RANGES = ('under 20', '20-24', '25-28', '29-34', '35-44', '45-59', '60 or over')
+_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+_TITLES = {400: 'Bad request', 403: 'Forbidden', 404: 'Not found', 405: 'Method not allowed',
+           409: 'Already answered', 413: 'Request too large', 500: 'Server error'}
+log = logging.getLogger(__name__)
+
+
+class BodyLimitMiddleware:
+  """Answers 413 to any request whose body exceeds `max_bytes`.
+
+  The body is read (up to the cap) before the app sees the request, so neither
+  a false Content-Length nor a chunked upload gets past it.
+  """
+
+  def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
+    self.app = app
+    self.max_bytes = max_bytes
+
+  async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    if scope['type'] != 'http':
+      await self.app(scope, receive, send)
+      return
+    headers = dict(scope['headers'])
+    length = headers.get(b'content-length')
+    if length is not None:
+      if not length.isdigit():
+        await _plain(send, 400, b'bad Content-Length')
+        return
+      if int(length) > self.max_bytes:
+        await _plain(send, 413, b'request body too large')
+        return
+    chunks, total = [], 0
+    while True:
+      message = await receive()
+      if message['type'] != 'http.request':
+        return  # client went away
+      chunks.append(message.get('body', b''))
+      total += len(chunks[-1])
+      if total > self.max_bytes:
+        await _plain(send, 413, b'request body too large')
+        return
+      if not message.get('more_body', False):
+        break
+    replayed = False
+
+    async def replay() -> Message:
+      nonlocal replayed
+      if not replayed:
+        replayed = True
+        return {'type': 'http.request', 'body': b''.join(chunks), 'more_body': False}
+      return await receive()
+
+    await self.app(scope, replay, send)
+
+
+async def _plain(send: Send, status: int, body: bytes) -> None:
+  await send({'type': 'http.response.start', 'status': status,
+              'headers': [(b'content-type', b'text/plain; charset=utf-8'),
+                          (b'content-length', str(len(body)).encode()),
+                          (b'connection', b'close')]})
+  await send({'type': 'http.response.body', 'body': body})
+
+
+class SecurityHeadersMiddleware:
+  """Adds CSP, nosniff, no-referrer and (unless set) Cache-Control: no-store."""
+
+  def __init__(self, app: ASGIApp):
+    self.app = app
+
+  async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    if scope['type'] != 'http':
+      await self.app(scope, receive, send)
+      return
+
+    async def send_with_headers(message: Message) -> None:
+      if message['type'] == 'http.response.start':
+        headers = list(message.get('headers', []))
+        names = {k.lower() for k, _ in headers}
+        extra = [(b'content-security-policy', _CSP.encode()),
+                 (b'x-content-type-options', b'nosniff'),
+                 (b'referrer-policy', b'no-referrer'),
+                 (b'x-frame-options', b'DENY')]
+        if b'cache-control' not in names:
+          extra.append((b'cache-control', b'no-store'))
+        message = {**message, 'headers': headers + [h for h in extra if h[0] not in names]}
+      await send(message)
+
+    await self.app(scope, receive, send_with_headers)
+
+
+def _single_str(form: FormData, name: str, *, required: bool) -> str:
+  values = form.getlist(name)
+  if not values:
+    if required:
+      raise HTTPException(400, f'missing field {name!r}')
+    return ''
+  if len(values) > 1 or not isinstance(values[0], str):
+    raise HTTPException(400, f'field {name!r} must be given once, as text')
+  return values[0]
+
+
+def _clean_text(value: str, name: str) -> str:
+  value = unicodedata.normalize('NFC', value).strip()
+  if len(value) > MAX_FIELD_LEN:
+    raise HTTPException(400, f'{name} is longer than {MAX_FIELD_LEN} characters')
+  if any(unicodedata.category(c) in ('Cc', 'Cf', 'Cs', 'Co', 'Cn') for c in value):
+    raise HTTPException(400, f'{name} contains control characters')
+  return value
+
+
+def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES,
+               store: store_lib.Store | None = None) -> Starlette:
+  """Builds the study web app; starts nothing.
+
+  Args:
+    study_dir: a folder written by `study.build_study`.
+    results_token: secret for /results and /results.csv; default: a new random
+      one (read it back from `app.state.results_token`).
+    max_body_bytes: larger request bodies get 413.
+    store: responses database; default `store.Store(study)` (tests pass one
+      with a seeded rng).
+
+  Returns:
+    The ASGI app.
+
+  Raises:
+    study_lib.StudyError: no valid study in `study_dir`.
+  """
+  study = study_lib.load_study(study_dir)
+  db = store or store_lib.Store(study)
+  token = results_token or secrets.token_urlsafe(24)
+  images = study.image_names()
+  templates = Jinja2Templates(env=report_lib.templates_env())
+
+  def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    context.setdefault('prefix', request.scope.get('root_path', ''))
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+  async def participant(request: Request, *, required: bool) -> int | None:
+    """The participant id from the cookie; 403 for an unknown token if required."""
+    cookie = request.cookies.get(COOKIE)
+    if cookie is None:
+      if required:
+        raise HTTPException(403, 'no participant: start the study first')
+      return None
+    pid = await run_in_threadpool(db.participant_id, cookie)
+    if pid is None and required:
+      raise HTTPException(403, 'unknown participant: start the study again')
+    return pid
+
+  async def landing(request: Request) -> Response:
+    pid = await participant(request, required=False)
+    progress = await run_in_threadpool(db.progress, pid) if pid is not None else None
+    return render(request, 'landing.html', num_pairs=study.num_pairs, progress=progress,
+                  age_ranges=AGE_RANGES, max_field_len=MAX_FIELD_LEN)
+
+  async def start(request: Request) -> Response:
+    form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
+    age_range = _single_str(form, 'age_range', required=False)
+    field = _clean_text(_single_str(form, 'field_of_study', required=False), 'field_of_study')
+    if age_range and age_range not in AGE_RANGES:
+      raise HTTPException(400, 'age_range must be one of the listed ranges')
+    # Reloading or re-posting the start form must not create a second participant.
+    prefix = request.scope.get('root_path', '')
+    if await participant(request, required=False) is not None:
+      return RedirectResponse(prefix + '/study', status_code=303)
+    new_token = await run_in_threadpool(db.create_participant, age_range, field)
+    response = RedirectResponse(prefix + '/study', status_code=303)
+    response.set_cookie(COOKIE, new_token, max_age=COOKIE_MAX_AGE_S, httponly=True,
+                        samesite='lax', secure=request.url.scheme == 'https')
+    return response
+
+  async def study_page(request: Request) -> Response:
+    pid = await participant(request, required=False)
+    prefix = request.scope.get('root_path', '')
+    if pid is None:
+      if COOKIE in request.cookies:
+        raise HTTPException(403, 'unknown participant: start the study again')
+      return RedirectResponse(prefix + '/', status_code=303)
+    progress = await run_in_threadpool(db.progress, pid)
+    if progress.done:
+      return RedirectResponse(prefix + '/done', status_code=303)
+    current = progress.current
+    return render(request, 'pair.html', number=progress.answered + 1,
+                  num_pairs=study.num_pairs, pair_id=current.pair_id,
+                  left=current.left_image, right=current.right_image)
+
+  async def answer(request: Request) -> Response:
+    form = await request.form(max_files=0, max_fields=4, max_part_size=1024)
+    pid = await participant(request, required=True)
+    pair_id = _single_str(form, 'pair_id', required=True)
+    choice = _single_str(form, 'choice', required=True)
+    if study.pair(pair_id) is None:
+      raise HTTPException(404, 'unknown pair')
+    if not study_lib.IMAGE_NAME_RE.match(choice):
+      raise HTTPException(400, 'choice must be one of the two photos')
+    try:
+      await run_in_threadpool(db.record_answer, pid, pair_id, choice)
+    except store_lib.AlreadyAnswered:
+      raise HTTPException(
+          409, 'you already answered this pair; answers cannot be changed') from None
+    except store_lib.InvalidChoice:
+      raise HTTPException(400, 'choice must be one of the two photos') from None
+    except store_lib.UnknownPair:
+      raise HTTPException(404, 'unknown pair') from None
+    except store_lib.UnknownParticipant:
+      raise HTTPException(403, 'unknown participant') from None
+    return RedirectResponse(request.scope.get('root_path', '') + '/study', status_code=303)
+
+  async def done(request: Request) -> Response:
+    pid = await participant(request, required=False)
+    prefix = request.scope.get('root_path', '')
+    if pid is None:
+      if COOKIE in request.cookies:
+        raise HTTPException(403, 'unknown participant: start the study again')
+      return RedirectResponse(prefix + '/', status_code=303)
+    progress = await run_in_threadpool(db.progress, pid)
+    if not progress.done:
+      return RedirectResponse(prefix + '/study', status_code=303)
+    return render(request, 'done.html', progress=progress)
+
+  async def image(request: Request) -> Response:
+    name = request.path_params['name']
+    # Only names from the manifest: no path is ever built from user input.
+    if not study_lib.IMAGE_NAME_RE.match(name) or name not in images:
+      raise HTTPException(404, 'no such image')
+    data = await run_in_threadpool((study.images_dir / name).read_bytes)
+    return Response(data, media_type='image/png',
+                    headers={'cache-control': 'private, max-age=86400'})
+
+  def check_results_token(request: Request) -> None:
+    given = request.query_params.get('token', '')
+    if not secrets.compare_digest(given.encode('utf-8', 'surrogatepass'), token.encode()):
+      raise HTTPException(403, 'the results need the token printed when the server started')
+
+  async def results(request: Request) -> Response:
+    check_results_token(request)
+    data = await run_in_threadpool(report_lib.build_report, study, db)
+    prefix = request.scope.get('root_path', '')
+    html = report_lib.render_results_html(
+        data, lambda name: f'{prefix}/img/{name}',
+        csv_href=f'{prefix}/results.csv?token={token}', prefix=prefix)
+    return Response(html, media_type='text/html; charset=utf-8')
+
+  async def results_csv(request: Request) -> Response:
+    check_results_token(request)
+    text = await run_in_threadpool(report_lib.answers_csv, study, db)
+    return Response(text, media_type='text/csv; charset=utf-8', headers={
+        'content-disposition': f'attachment; filename="{report_lib.CSV_NAME}"'})
+
+  async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = exc.status_code
+    link, link_text = ('/', 'Back to the start')
+    if code == 409:
+      link, link_text = '/study', 'Continue with the next pair'
+    response = render(request, 'error.html', status_code=code, title=_TITLES.get(code, 'Error'),
+                      message=exc.detail, link=link, link_text=link_text)
+    for key, value in (exc.headers or {}).items():
+      response.headers[key] = value
+    if code == 403 and 'unknown participant' in str(exc.detail):
+      response.delete_cookie(COOKIE)
+    return response
+
+  async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception('unhandled error on %s %s', request.method, request.url.path)
+    return Response('Internal server error', status_code=500, media_type='text/plain')
+
+  routes = [
+      Route('/', landing, methods=['GET']),
+      Route('/start', start, methods=['POST']),
+      Route('/study', study_page, methods=['GET']),
+      Route('/answer', answer, methods=['POST']),
+      Route('/done', done, methods=['GET']),
+      Route('/img/{name}', image, methods=['GET']),
+      Route('/results', results, methods=['GET']),
+      Route('/results.csv', results_csv, methods=['GET']),
+      Mount('/static', StaticFiles(directory=report_lib.STATIC_DIR), name='static'),
+  ]
+  app = Starlette(routes=routes,
+                  exception_handlers={HTTPException: http_error, Exception: server_error})
+  app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+  app.add_middleware(SecurityHeadersMiddleware)
+  app.state.results_token = token
+  app.state.study = study
+  app.state.store = db
+  return app
+
+
+def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int = 8000, *,
+          results_token: str | None = None, log_level: str = 'info') -> None:
+  """Runs the study server until interrupted (Ctrl-C).
+
+  Args:
+    study_dir: a folder written by `study.build_study`.
+    host: interface to listen on; the loopback default keeps it local.
+    port: TCP port.
+    results_token: secret for the results page; default: a new random one,
+      printed with the results URL.
+    log_level: uvicorn's log level.
+  """
+  import uvicorn  # Only needed to serve; importing this module starts nothing.
+
+  app = create_app(study_dir, results_token=results_token)
+  shown = f'[{host}]' if ':' in host else host
+  print(f'Turing test: http://{shown}:{port}/  ({app.state.study.num_pairs} pairs)', flush=True)
+  print(f'Results:     http://{shown}:{port}/results?token={app.state.results_token}', flush=True)
+  if host not in ('127.0.0.1', 'localhost', '::1'):
+    print(f'Note: listening on {host}, reachable from other machines; use HTTPS in front '
+          'of it for anything beyond a local network.')
+  uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
+              proxy_headers=False)
