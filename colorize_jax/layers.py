@@ -183,6 +183,8 @@ def _mixed(table: str, plan: Plan) -> Callable:
   each argument); a gradient nobody uses is removed by XLA under jit.
   """
   forms = _TABLES[table]
+  if plan.fwd == plan.dx == plan.dw:
+    return forms[plan.fwd]      # autodiff of one formulation is exactly this plan
   fwd, dx, dw = forms[plan.fwd], forms[plan.dx], forms[plan.dw]
 
   @jax.custom_vjp

@@ -152,13 +152,12 @@ class Discriminator(nn.Module):
       if level > 0:
         x = Norm(self.norm, self.dtype, name=f'conv{level}_norm')(x, train)
       x = nn.leaky_relu(x, 0.2)
-    x = nn.Conv(self.width * min(2 ** self.num_layers, 8), (4, 4), padding=((1, 1), (1, 1)),
-                use_bias=biased, kernel_init=layers.default_kernel_init(), dtype=self.dtype,
-                name=f'conv{self.num_layers}')(x)
+    x = layers.Conv4x4S1(self.width * min(2 ** self.num_layers, 8), use_bias=biased,
+                         impl=self.conv_impl, dtype=self.dtype, name=f'conv{self.num_layers}')(x)
     x = Norm(self.norm, self.dtype, name=f'conv{self.num_layers}_norm')(x, train)
     x = nn.leaky_relu(x, 0.2)
-    x = nn.Conv(1, (4, 4), padding=((1, 1), (1, 1)), kernel_init=layers.default_kernel_init(),
-                dtype=self.dtype, name='logits')(x)
+    x = layers.Conv4x4S1(1, use_bias=True, impl=self.conv_impl, dtype=self.dtype,
+                         name='logits')(x)
     return x.astype(jnp.float32)
 
 
