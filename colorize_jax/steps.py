@@ -112,6 +112,20 @@ class GAN:
                     discriminator=net_state(d_vars, self.d_optimizer))
 
 
+def abstract_state(gan: GAN, image_size: int, sharding=None) -> Any:
+  """The `GANState` structure as `jax.ShapeDtypeStruct`s (no compute), e.g. to restore into.
+
+  Args:
+    gan: the static model.
+    image_size: the training image size.
+    sharding: the sharding every leaf should be restored with (None: default device).
+  """
+  shapes = jax.eval_shape(functools.partial(gan.init, image_size=image_size),
+                          jax.random.PRNGKey(0))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      shapes)
+
+
 def _apply(module, net: NetState, *inputs, train: bool, params=None, rngs=None):
   """Runs `module`; in training mode also returns the updated batch statistics."""
   variables = {'params': net.params if params is None else params,

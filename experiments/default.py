@@ -28,7 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.random_resized_crop = False
   config.data.crop_scale = (0.5, 1.0)
   config.data.flip = True
-  config.data.shuffle_buffer = 16_384
+  # Examples per training epoch; None: one pass over the training images. Sources
+  # with a handful of photos (`samples`) visit each many times, with new crops.
+  config.data.samples_per_epoch = ml_collections.FieldReference(None, field_type=int)
+  # Places365 class names to keep; None: the outdoor-natural list in input_pipeline.
+  config.data.places_classes = ml_collections.FieldReference(None, field_type=tuple)
   config.data.prefetch = 2
 
   config.model = ml_collections.ConfigDict()
@@ -38,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_dropout_levels = 3
   config.model.disc_layers = 2       # sec. 3: 2 strided layers -> 34x34 receptive field
   config.model.conv_impl = 'fast'    # 'fast' | 'plain' (flax/lax as autodiff lowers them)
+  config.model.compute_dtype = 'float32'  # 'bfloat16': mixed precision, params stay float32
 
   config.loss = ml_collections.ConfigDict()
   config.loss.l1_weight = 100.0      # pix2pix lambda
@@ -55,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.d_b1 = 0.5
   config.optim.d_b2 = 0.999
 
+  # None: every device of every process; the global batch is split over them.
+  config.num_devices = ml_collections.FieldReference(None, field_type=int)
   config.log_every_steps = 50
   config.num_sample_images = 8       # validation images colorized into a grid each epoch
   config.keep_checkpoints = ml_collections.FieldReference(None, field_type=int)  # None: keep all

@@ -1,0 +1,313 @@
+"""The training loop: epochs of train steps, validation, samples and checkpoints.
+
+`train_and_evaluate(config, workdir)` is the whole of training. Running it again
+on the same workdir continues from the latest checkpoint: the state holds the
+step, both nets, both Adam states and the RNG, and the input pipeline derives an
+epoch's order and augmentations from (seed, epoch, position), so a resumed run
+ends with the parameters of an uninterrupted one.
+"""
+
+import functools
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from colorize_jax import checkpoints
+from colorize_jax import color
+from colorize_jax import input_pipeline
+from colorize_jax import metrics as metrics_lib
+from colorize_jax import parallel
+from colorize_jax import steps
+from colorize_jax import visualize
+
+# Fields a run cannot change when it resumes: they define the state's shapes or
+# the meaning of a step.
+_FROZEN_ON_RESUME = ('image_size', 'batch_size', 'seed', 'model.')
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss or gradient became NaN or infinite; the run stopped without saving."""
+
+
+class StopRequested:
+  """Turns SIGINT / SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:  # a second Ctrl-C: the user means it
+      raise KeyboardInterrupt
+    self.signum = signum
+    logging.warning('Received %s: saving a checkpoint after the current step, then exiting.',
+                    signal.Signals(signum).name)
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def __bool__(self):
+    return self.signum is not None
+
+
+def validation_step(state: steps.GANState, batch: steps.Batch, gan: steps.GAN) -> steps.Metrics:
+  """Per-example validation metrics [N]: `steps.eval_step`'s losses plus image quality.
+
+  Adds psnr (dB, colorized vs real RGB), auc (Zhang et al.'s ab-error AuC) and
+  cf (colourfulness), and the same for the gray baseline (ab = 0): gray_psnr,
+  gray_ab_mae, gray_auc.
+  """
+  out = steps.eval_step(state, batch, gan)
+  l_norm, real_ab_norm = color.rgb_to_model_inputs(batch['image'])
+  fake_ab_norm = steps.generate_ab(gan, state.generator, l_norm)
+  real_rgb = color.to_float_rgb(batch['image'])
+  real_ab = color.denormalize_ab(real_ab_norm)
+  fake_ab = color.denormalize_ab(fake_ab_norm)
+  gray_ab = jnp.zeros_like(real_ab)
+  fake_rgb = color.model_outputs_to_rgb(l_norm, fake_ab_norm)
+  gray_rgb = color.model_outputs_to_rgb(l_norm, jnp.zeros_like(fake_ab_norm))
+  out.update(
+      psnr=metrics_lib.psnr(fake_rgb, real_rgb),
+      auc=metrics_lib.ab_auc(fake_ab, real_ab),
+      cf=metrics_lib.colorfulness(fake_rgb),
+      gray_psnr=metrics_lib.psnr(gray_rgb, real_rgb),
+      gray_ab_mae=metrics_lib.ab_l1(gray_ab, real_ab),
+      gray_auc=metrics_lib.ab_auc(gray_ab, real_ab))
+  if 'mask' in batch:  # handed back gathered, for the caller's masked means
+    out['mask'] = batch['mask']
+  return out
+
+
+def colorize_step(state: steps.GANState, rgb: jnp.ndarray, gan: steps.GAN) -> jnp.ndarray:
+  """Colorizes the gray version of uint8 RGB [N, S, S, 3]: float RGB [N, S, S, 3] in [0, 1]."""
+  l_norm, _ = color.rgb_to_model_inputs(rgb)
+  return color.model_outputs_to_rgb(l_norm, steps.generate_ab(gan, state.generator, l_norm))
+
+
+def _check_resumable(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+  """Refuses to resume with a config that changes the state's shapes or the data order."""
+  try:
+    saved = checkpoints.load_config(workdir)
+  except FileNotFoundError:
+    return
+  diffs = checkpoints.config_differences(saved, config)
+  frozen = {k: v for k, v in diffs.items()
+            if any(k == f or (f.endswith('.') and k.startswith(f)) for f in _FROZEN_ON_RESUME)}
+  if frozen:
+    lines = ', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in frozen.items())
+    raise ValueError(f'{workdir} holds a run with a different {lines}; a resumed run must keep '
+                     'these. Use a new --workdir for a new run.')
+  for key, (a, b) in diffs.items():
+    logging.warning('Config changed since the last run in %s: %s: %r -> %r', workdir, key, a, b)
+
+
+def _validate_config(config: ml_collections.ConfigDict) -> None:
+  if config.num_epochs < 1:
+    raise ValueError(f'num_epochs must be >= 1, got {config.num_epochs}')
+  if config.batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {config.batch_size}')
+  if config.log_every_steps < 1:
+    raise ValueError(f'log_every_steps must be >= 1, got {config.log_every_steps}')
+
+
+class _Validator:
+  """Runs the validation set through the model and writes metrics and a sample grid."""
+
+  def __init__(self, config, splits, gan, mesh, writer, workdir):
+    self._config, self._splits, self._writer = config, splits, writer
+    self._mesh = mesh
+    self._samples_dir = workdir / 'samples'
+    replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    self._step = jax.jit(functools.partial(validation_step, gan=gan),
+                         in_shardings=(replicated, sharded), out_shardings=replicated)
+    self._colorize = jax.jit(functools.partial(colorize_step, gan=gan),
+                             in_shardings=(replicated, replicated), out_shardings=replicated)
+    self._sample_images = None
+
+  def _batches(self):
+    return input_pipeline.val_batches(
+        self._splits, image_size=self._config.image_size,
+        global_batch_size=self._config.batch_size, process_index=jax.process_index(),
+        process_count=jax.process_count())
+
+  def __call__(self, state, epoch: int) -> dict[str, float]:
+    sums, count = {}, 0.0
+    for local in self._batches():
+      per_example = parallel.fetch(self._step(state, parallel.shard_batch(local, self._mesh)))
+      global_mask = per_example.pop('mask').astype(np.float64)
+      for key, values in per_example.items():
+        sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(values, np.float64) *
+                                                      global_mask))
+      count += float(global_mask.sum())
+    results = {k: v / max(count, 1.0) for k, v in sums.items()}
+    self._writer.write_scalars(state_step(state), {f'val/{k}': v for k, v in results.items()})
+    self._write_samples(state, epoch)
+    return results
+
+  def _write_samples(self, state, epoch: int) -> None:
+    if self._sample_images is None:
+      images = []
+      for local in input_pipeline.val_batches(
+          self._splits, image_size=self._config.image_size,
+          global_batch_size=self._config.batch_size):
+        images.append(local['image'][local['mask']])
+        if sum(len(x) for x in images) >= self._config.num_sample_images:
+          break
+      self._sample_images = np.concatenate(images)[:self._config.num_sample_images]
+    if not len(self._sample_images):
+      return
+    generated = parallel.fetch(self._colorize(state, self._sample_images))
+    grid = visualize.comparison_grid([visualize.gray_rgb(self._sample_images),
+                                      visualize.to_uint8(generated), self._sample_images])
+    if jax.process_index() == 0:
+      visualize.save_png(grid, self._samples_dir / f'epoch_{epoch + 1:03d}.png')
+    self._writer.write_images(state_step(state), {'samples/gray_generated_real': grid[None]})
+
+
+def state_step(state: steps.GANState) -> int:
+  """The state's train step as a Python int."""
+  return int(parallel.fetch(state.step))
+
+
+def _log_train_metrics(writer, step: int, sums: dict[str, Any], count: int) -> dict[str, float]:
+  means = {k: float(v) / count for k, v in parallel.fetch(sums).items()}
+  if means.pop('nonfinite') > 0 or not all(np.isfinite(v) for v in means.values()):
+    raise NonFiniteLossError(
+        f'A loss or gradient became NaN or infinite between steps {step - count + 1} and {step} '
+        f'(means over those steps: {means}). The run stopped without saving; the latest '
+        'checkpoint is the last good state. Lower the learning rates (optim.*), check the '
+        'data, or resume from an earlier step.')
+  writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
+  return means
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.GANState:
+  """Trains the GAN for `config.num_epochs`, validating and checkpointing every epoch.
+
+  Args:
+    config: an experiment config (see experiments/default.py).
+    workdir: directory for checkpoints, config, samples and TensorBoard events;
+      a run that exists there is resumed from its latest checkpoint.
+
+  Returns:
+    The final `GANState` (replicated over the devices).
+
+  Raises:
+    NonFiniteLossError: a loss or gradient became NaN or infinite.
+    ValueError: a bad config value, or a config that cannot resume this workdir.
+  """
+  _validate_config(config)
+  workdir = epath.Path(os.path.abspath(workdir))
+  mesh = parallel.make_mesh(config.get('num_devices', None))
+  parallel.check_batch_size(config.batch_size, mesh)
+  gan = steps.GAN.from_config(config)
+  _check_resumable(workdir, config)
+  splits = input_pipeline.build_splits(config.data)
+  steps_per_epoch = input_pipeline.steps_per_epoch(splits, config.batch_size)
+  total_steps = steps_per_epoch * config.num_epochs
+  checkpoints.save_config(workdir, config)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() != 0, asynchronous=True)
+  ckpts = checkpoints.Checkpoints(workdir, keep=config.get('keep_checkpoints', None))
+  replicated = parallel.replicated(mesh)
+
+  meta = {}
+  if ckpts.latest_step() is not None:
+    state, meta = ckpts.restore(steps.abstract_state(gan, config.image_size, replicated))
+    if meta.get('steps_per_epoch', steps_per_epoch) != steps_per_epoch:
+      raise ValueError(
+          f'{workdir} was trained with {meta["steps_per_epoch"]} steps per epoch, this config '
+          f'gives {steps_per_epoch} (the dataset or batch size changed); use a new --workdir.')
+    logging.info('Resuming from step %d (epoch %d) in %s.', state_step(state),
+                 meta.get('epoch', 0), ckpts.directory)
+  else:
+    state = parallel.replicate(gan.init(jax.random.PRNGKey(config.seed), config.image_size), mesh)
+    logging.info('Starting a new run in %s: %d train / %d val images, %d steps per epoch.',
+                 workdir, splits.num_train, splits.num_val, steps_per_epoch)
+
+  train_step = steps.compile_train_step(
+      gan, in_shardings=(replicated, parallel.batch_sharded(mesh)),
+      out_shardings=(replicated, replicated))
+  accumulate = jax.jit(lambda sums, m: jax.tree.map(jnp.add, sums, m), donate_argnums=0)
+  validator = _Validator(config, splits, gan, mesh, writer, workdir)
+
+  def end_epoch(state, epoch: int) -> None:
+    results = validator(state, epoch)
+    logging.info('Epoch %d/%d: %s', epoch + 1, config.num_epochs,
+                 ', '.join(f'{k}={v:.4g}' for k, v in sorted(results.items())))
+    ckpts.save(state_step(state), state, {'epoch': epoch + 1, 'epoch_end': True,
+                                          'steps_per_epoch': steps_per_epoch, 'val': results})
+
+  step = state_step(state)
+  # Interrupted after an epoch's last step but before its validation and save.
+  if step and step % steps_per_epoch == 0 and not meta.get('epoch_end', False):
+    end_epoch(state, step // steps_per_epoch - 1)
+
+  progress = tqdm.tqdm(total=total_steps * config.batch_size, initial=step * config.batch_size,
+                       unit='img', unit_scale=True, dynamic_ncols=True, smoothing=0.1,
+                       disable=jax.process_index() != 0)
+  with StopRequested() as stop:
+    while step < total_steps and not stop:
+      epoch = step // steps_per_epoch
+      batches = input_pipeline.train_batches(
+          splits, config.data, image_size=config.image_size, global_batch_size=config.batch_size,
+          seed=config.seed, epoch=epoch, start_step=step % steps_per_epoch,
+          process_index=jax.process_index(), process_count=jax.process_count())
+      sums, count = None, 0
+      for local_batch in batches:
+        state, step_metrics = train_step(state, parallel.shard_batch(local_batch, mesh))
+        sums = step_metrics if sums is None else accumulate(sums, step_metrics)
+        step, count = step + 1, count + 1
+        progress.update(config.batch_size)
+        at_epoch_end = step % steps_per_epoch == 0
+        if count == config.log_every_steps or at_epoch_end or stop:
+          means = _log_train_metrics(writer, step, sums, count)
+          progress.set_postfix(g_l1=f'{means["g_l1"]:.3f}', d_loss=f'{means["d_loss"]:.3f}',
+                               refresh=False)
+          sums, count = None, 0
+        if stop:
+          break
+      if stop:
+        if step % steps_per_epoch:  # else the epoch is ended below, before exiting
+          ckpts.save(step, state, {'epoch': epoch, 'epoch_end': False,
+                                   'steps_per_epoch': steps_per_epoch})
+          logging.warning('Interrupted at step %d: checkpoint saved. Run the same command to '
+                          'resume.', step)
+          break
+      end_epoch(state, epoch)
+  progress.close()
+  ckpts.close()
+  writer.flush()
+  writer.close()
+  if stop and step < total_steps:
+    raise Interrupted(stop.signum, step)
+  return state
+
+
+class Interrupted(Exception):
+  """Training stopped on SIGINT / SIGTERM after saving a checkpoint at `step`."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f'Interrupted by {signal.Signals(signum).name} at step {step}; a checkpoint '
+                     'was saved. Run the same command to resume.')
+    self.signum, self.step = signum, step
