@@ -34,7 +34,7 @@ def save_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> N
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / (CONFIG_FILE + '.tmp')
   tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-  tmp.rename(path)
+  tmp.replace(path)
 
 
 def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:

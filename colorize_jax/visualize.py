@@ -50,4 +50,4 @@ def save_png(image: np.ndarray, path: epath.PathLike) -> None:
   tmp = path.parent / (path.name + '.tmp')
   with tmp.open('wb') as f:
     Image.fromarray(to_uint8(image)).save(f, format='PNG')
-  tmp.rename(path)
+  tmp.replace(path)

@@ -1,0 +1,177 @@
+"""End-to-end tests of the training loop: checkpoints, samples, events, resume, signals, NaN."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorize_jax import checkpoints
+from colorize_jax import steps
+from colorize_jax import train
+from experiments import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_TRAIN, BATCH = 12, 4
+STEPS_PER_EPOCH = NUM_TRAIN // BATCH
+
+
+def _write_photos(folder, count, seed):
+  rng = np.random.default_rng(seed)
+  folder.mkdir(parents=True, exist_ok=True)
+  for i in range(count):
+    blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    Image.fromarray(np.kron(blocks, np.ones((12, 12, 1), np.uint8))).save(folder / f'p{i}_0.png')
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  root = tmp_path_factory.mktemp('photos')
+  _write_photos(root / 'train', NUM_TRAIN, seed=0)
+  _write_photos(root / 'val', 3, seed=1)
+  return root
+
+
+def tiny_config(photos, num_epochs=2):
+  config = default.get_config()
+  config.data.source = 'folder'
+  config.data.folder = str(photos)
+  config.data.random_resized_crop = True
+  config.image_size = 32
+  config.batch_size = BATCH
+  config.num_epochs = num_epochs
+  config.model.width = 4
+  config.log_every_steps = 2
+  config.num_sample_images = 2
+  return config
+
+
+def _params(state):
+  return jax.tree.map(np.asarray, (state.generator, state.discriminator, state.step))
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(photos, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  state = train.train_and_evaluate(tiny_config(photos), str(workdir))
+  return workdir, _params(state)
+
+
+def test_two_epochs_write_checkpoints_samples_and_events(uninterrupted):
+  """A 2-epoch run leaves one checkpoint per epoch, a sample grid per epoch, TensorBoard
+  events with train and validation scalars, and its config."""
+  workdir, _ = uninterrupted
+  ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  assert ckpts.all_steps() == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+  meta = ckpts.read_meta(2 * STEPS_PER_EPOCH)
+  assert meta['epoch'] == 2 and meta['epoch_end']
+  assert {'psnr', 'ab_mae', 'gray_psnr', 'd_fake_prob'} <= set(meta['val'])
+  grids = sorted(p.name for p in (workdir / 'samples').iterdir())
+  assert grids == ['epoch_001.png', 'epoch_002.png']
+  grid = np.asarray(Image.open(workdir / 'samples' / 'epoch_002.png'))
+  assert grid.shape[0] > 2 * 32 and grid.shape[1] > 3 * 32  # 2 rows x (gray|fake|real)
+  tags = set()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for event_file in workdir.glob('events.out.tfevents.*'):
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+      tags.update(v.tag for v in event.summary.value)
+  assert {'train/g_l1', 'train/d_loss', 'val/psnr', 'val/gray_psnr'} <= tags
+  assert any(t.startswith('samples/') for t in tags)
+  assert checkpoints.load_config(workdir).model.width == 4
+
+
+def _interrupt_after(monkeypatch, num_batches):
+  """Makes SIGTERM arrive while the train step of batch `num_batches` runs."""
+  real = train.input_pipeline.train_batches
+  delivered = {'count': 0}
+
+  def batches(*args, **kwargs):
+    for batch in real(*args, **kwargs):
+      delivered['count'] += 1
+      if delivered['count'] == num_batches:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(train.input_pipeline, 'train_batches', batches)
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(photos, uninterrupted, tmp_path,
+                                                          monkeypatch):
+  """SIGTERM mid-epoch saves a checkpoint and exits cleanly; running the same command
+  again ends with bitwise the parameters of an uninterrupted run (dropout, data order,
+  augmentation and Adam state all resume)."""
+  _, expected = uninterrupted
+  stop_at = STEPS_PER_EPOCH + 1  # in the middle of epoch 2
+  with monkeypatch.context() as patch:
+    _interrupt_after(patch, stop_at)
+    with pytest.raises(train.Interrupted) as interrupted:
+      train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  assert interrupted.value.step == stop_at and interrupted.value.signum == signal.SIGTERM
+  assert checkpoints.Checkpoints(tmp_path, read_only=True).all_steps() == [
+      STEPS_PER_EPOCH, stop_at]
+  resumed = train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, _params(resumed), expected)
+
+
+def test_run_extended_by_more_epochs_equals_a_longer_run(photos, uninterrupted, tmp_path):
+  """Training 1 epoch, then rerunning with num_epochs=2, equals training 2 epochs at once."""
+  _, expected = uninterrupted
+  train.train_and_evaluate(tiny_config(photos, num_epochs=1), str(tmp_path))
+  resumed = train.train_and_evaluate(tiny_config(photos, num_epochs=2), str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, _params(resumed), expected)
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(photos, tmp_path):
+  """A diverging run raises a clear error, saves nothing new, and its latest checkpoint
+  still holds finite parameters."""
+  train.train_and_evaluate(tiny_config(photos, num_epochs=1), str(tmp_path))
+  diverging = tiny_config(photos)
+  diverging.optim.g_learning_rate = 1e30
+  diverging.optim.d_learning_rate = 1e30
+  with pytest.raises(train.NonFiniteLossError, match='NaN or infinite'):
+    train.train_and_evaluate(diverging, str(tmp_path))
+  ckpts = checkpoints.Checkpoints(tmp_path, read_only=True)
+  assert ckpts.all_steps() == [STEPS_PER_EPOCH]
+  gan = steps.GAN.from_config(tiny_config(photos))
+  state, _ = ckpts.restore(steps.abstract_state(gan, 32, jax.sharding.SingleDeviceSharding(
+      jax.devices()[0])))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(state)))
+
+
+def test_resume_with_a_different_architecture_is_refused(photos, uninterrupted):
+  """Resuming a workdir with other model settings or batch size is a clear error."""
+  workdir, _ = uninterrupted
+  changed = tiny_config(photos)
+  changed.model.width = 8
+  with pytest.raises(ValueError, match='model.width'):
+    train.train_and_evaluate(changed, str(workdir))
+
+
+def test_sigterm_to_the_launcher_saves_and_exits_cleanly(photos, tmp_path):
+  """`launch.py train` killed with SIGTERM while training writes a checkpoint and exits
+  with status 128 + 15, without a traceback."""
+  cmd = [sys.executable, os.path.join(ROOT, 'launch.py'), 'train',
+         f'--config={os.path.join(ROOT, "experiments", "default.py")}',
+         f'--workdir={tmp_path}', '--config.data.source=folder',
+         f'--config.data.folder={photos}', '--config.image_size=32',
+         f'--config.batch_size={BATCH}', '--config.model.width=4', '--config.num_epochs=100000',
+         '--config.log_every_steps=1']
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  lines = []
+  for line in proc.stdout:  # wait until training has taken steps
+    lines.append(line)
+    if 'img/s' in line or '/s]' in line:
+      break
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  lines.append(out)
+  log = ''.join(lines)
+  assert proc.returncode == 128 + signal.SIGTERM, log
+  assert 'Traceback' not in log
+  assert 'Run the same command to resume' in log
+  assert checkpoints.Checkpoints(tmp_path, read_only=True).all_steps()
