@@ -93,8 +93,14 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> 
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Places a pytree of arrays on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places a pytree of arrays, equal on every process, on every device of the mesh."""
+  sharding = replicated(mesh)
+
+  def place(x):
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(place, tree)
 
 
 def fetch(tree: Any) -> Any:

@@ -19,6 +19,7 @@ from clu import metric_writers
 from etils import epath
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tqdm
@@ -41,14 +42,21 @@ class NonFiniteLossError(RuntimeError):
 
 
 class StopRequested:
-  """Turns SIGINT / SIGTERM into a flag the loop checks between steps."""
+  """Turns SIGINT / SIGTERM into a stop that every process agrees on, between steps.
+
+  One process: its own handlers set a flag. Several processes: SIGTERM is JAX's
+  preemption notice, which the coordination service turns into a step at which
+  every process stops (`reached_preemption_sync_point`), so that all of them
+  take part in the final (collective) checkpoint.
+  """
 
   def __init__(self):
     self.signum = None
     self._previous = {}
+    self._multi_process = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and not self._multi_process:
       for signum in (signal.SIGINT, signal.SIGTERM):
         self._previous[signum] = signal.signal(signum, self._handle)
     return self
@@ -64,6 +72,13 @@ class StopRequested:
   def __exit__(self, *exc):
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
+
+  def check(self, step: int) -> bool:
+    """Whether to stop after `step`; collective in multi-process runs (call on every step)."""
+    if self._multi_process and self.signum is None and (
+        multihost_utils.reached_preemption_sync_point(step)):
+      self.signum = signal.SIGTERM
+    return self.signum is not None
 
   def __bool__(self):
     return self.signum is not None
@@ -175,7 +190,8 @@ class _Validator:
       self._sample_images = np.concatenate(images)[:self._config.num_sample_images]
     if not len(self._sample_images):
       return
-    generated = parallel.fetch(self._colorize(state, self._sample_images))
+    generated = parallel.fetch(self._colorize(
+        state, parallel.replicate(self._sample_images, self._mesh)))
     grid = visualize.comparison_grid([visualize.gray_rgb(self._sample_images),
                                       visualize.to_uint8(generated), self._sample_images])
     if jax.process_index() == 0:
@@ -280,12 +296,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         step, count = step + 1, count + 1
         progress.update(config.batch_size)
         at_epoch_end = step % steps_per_epoch == 0
-        if count == config.log_every_steps or at_epoch_end or stop:
+        stopping = stop.check(step)
+        if count == config.log_every_steps or at_epoch_end or stopping:
           means = _log_train_metrics(writer, step, sums, count)
           progress.set_postfix(g_l1=f'{means["g_l1"]:.3f}', d_loss=f'{means["d_loss"]:.3f}',
                                refresh=False)
           sums, count = None, 0
-        if stop:
+        if stopping:
           break
       if stop:
         if step % steps_per_epoch:  # else the epoch is ended below, before exiting

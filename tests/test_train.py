@@ -13,41 +13,17 @@ from PIL import Image
 from colorize_jax import checkpoints
 from colorize_jax import steps
 from colorize_jax import train
-from experiments import default
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, BATCH = 12, 4
 STEPS_PER_EPOCH = NUM_TRAIN // BATCH
-
-
-def _write_photos(folder, count, seed):
-  rng = np.random.default_rng(seed)
-  folder.mkdir(parents=True, exist_ok=True)
-  for i in range(count):
-    blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    Image.fromarray(np.kron(blocks, np.ones((12, 12, 1), np.uint8))).save(folder / f'p{i}_0.png')
+tiny_config = helpers.tiny_config
 
 
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
-  root = tmp_path_factory.mktemp('photos')
-  _write_photos(root / 'train', NUM_TRAIN, seed=0)
-  _write_photos(root / 'val', 3, seed=1)
-  return root
-
-
-def tiny_config(photos, num_epochs=2):
-  config = default.get_config()
-  config.data.source = 'folder'
-  config.data.folder = str(photos)
-  config.data.random_resized_crop = True
-  config.image_size = 32
-  config.batch_size = BATCH
-  config.num_epochs = num_epochs
-  config.model.width = 4
-  config.log_every_steps = 2
-  config.num_sample_images = 2
-  return config
+  return helpers.make_photo_folder(tmp_path_factory.mktemp('photos'), NUM_TRAIN, 3)
 
 
 def _params(state):
@@ -156,9 +132,7 @@ def test_sigterm_to_the_launcher_saves_and_exits_cleanly(photos, tmp_path):
   with status 128 + 15, without a traceback."""
   cmd = [sys.executable, os.path.join(ROOT, 'launch.py'), 'train',
          f'--config={os.path.join(ROOT, "experiments", "default.py")}',
-         f'--workdir={tmp_path}', '--config.data.source=folder',
-         f'--config.data.folder={photos}', '--config.image_size=32',
-         f'--config.batch_size={BATCH}', '--config.model.width=4', '--config.num_epochs=100000',
+         f'--workdir={tmp_path}', *helpers.tiny_flags(photos, num_epochs=100_000),
          '--config.log_every_steps=1']
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
