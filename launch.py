@@ -1,6 +1,11 @@
 """Entry point: `python launch.py MODE --flags`.
 
   python launch.py train --config experiments/quickstart.py --workdir runs/quickstart
+  python launch.py select --workdirs runs/quickstart --metric psnr
+  python launch.py colorize --workdir runs/quickstart --best old_photos/ --out colorized/
+  python launch.py evaluate --workdir runs/quickstart [--step N] [--data DIR]
+
+colorize, evaluate and select take their own options after the mode (`MODE -h`).
 """
 
 import sys
@@ -26,4 +31,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,5 +1,6 @@
 """The modes of `launch.py`: each takes the parsed absl flags and positional args, returns an exit code."""
 
+import argparse
 import logging as std_logging
 import os
 import sys
@@ -53,6 +54,228 @@ def train(flags, args) -> int:
   return 0
 
 
+# Modes that parse their own options (after the mode name) with argparse; absl
+# leaves whatever it does not know to them.
+_OWN_OPTIONS = ('colorize', 'evaluate', 'select')
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing for launch.py: strict, except for modes with their own options.
+
+  For those, flags absl does not know (--out, --step, ...) stay in the returned
+  argv for the mode, and --help becomes -h (the mode's own help).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  own = len(argv) > 1 and argv[1] in _OWN_OPTIONS
+  if own:
+    argv = [a if a != '--help' else '-h' for a in argv]
+  try:
+    return flags.FLAGS(argv, known_only=own)
+  except flags.Error as e:
+    sys.stderr.write(f'FATAL Flags parsing error: {e}\n'
+                     'Pass --helpshort or --helpfull to see help on flags.\n')
+    sys.exit(1)
+
+
+def _step_options(parser) -> None:
+  group = parser.add_mutually_exclusive_group()
+  group.add_argument('--step', type=int, help='global train step of the checkpoint '
+                     '(default: the latest)')
+  group.add_argument('--best', action='store_true',
+                     help='the checkpoint `select` recorded in WORKDIR/best.json')
+
+
+def _inception_options(parser) -> None:
+  parser.add_argument('--inception-weights', default='imagenet', metavar='imagenet|FILE|none',
+                      help="InceptionV3 weights for IS and FID: Keras' cached ImageNet file "
+                      '(default; downloaded if possible), a .h5 / .keras file, or none')
+  # Random weights exercise the IS / FID code path in tests; their numbers mean nothing.
+  parser.add_argument('--random-inception-weights', action='store_true', help=argparse.SUPPRESS)
+
+
+def _inception_weights(opts) -> str | None:
+  if opts.random_inception_weights:
+    return 'random'
+  return None if opts.inception_weights.lower() == 'none' else opts.inception_weights
+
+
+def _positive(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
+  return value
+
+
+def colorize(flags, args) -> int:
+  """`launch.py colorize --workdir RUN [--step N | --best] INPUT... --out DIR`: photos -> PNGs.
+
+  Exit code: 0 all written; 1 some inputs were unreadable or missing (the
+  others are written); 2 nothing done (bad options, no checkpoint, no inputs,
+  or --out would overwrite an input).
+  """
+  parser = argparse.ArgumentParser(
+      prog='launch.py colorize --workdir RUN',
+      description='Colorizes photos of any size: the model colours a render-size copy, its '
+      'colours are resized to the photo and joined with its full-resolution lightness. '
+      'Writes OUT/<path relative to the inputs>.png; inputs are never overwritten.',
+      epilog='Exit status: 0 all written; 1 some inputs unreadable or missing (the rest are '
+      'written); 2 nothing done (bad options, no checkpoint, no inputs, or --out would '
+      'overwrite an input).')
+  parser.add_argument('inputs', nargs='+', metavar='INPUT', help='files, folders, globs')
+  parser.add_argument('--out', required=True, help='output folder')
+  _step_options(parser)
+  parser.add_argument('--render-size', type=_positive,
+                      help="the generator's square input size, a power of two "
+                      '(default and only size these U-Nets support: the training size)')
+  parser.add_argument('--saturation', type=float, default=1.0,
+                      help='factor on the predicted colours (ab); 1 = as predicted')
+  parser.add_argument('--batch-size', type=_positive, default=8,
+                      help='render-size images per generator call')
+  parser.add_argument('--aspect', choices=('stretch', 'pad'), default='stretch',
+                      help='how a non-square photo meets the square model (default stretch)')
+  parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+  opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
+  if flags.workdir is None:
+    print('error: colorize needs --workdir (the training run)', file=sys.stderr)
+    return EXIT_USAGE
+  if opts.render_size and opts.render_size & (opts.render_size - 1):
+    print(f'error: --render-size must be a power of two, got {opts.render_size}', file=sys.stderr)
+    return EXIT_USAGE
+  if not opts.saturation >= 0:
+    print(f'error: --saturation must be >= 0, got {opts.saturation}', file=sys.stderr)
+    return EXIT_USAGE
+  setup_runtime()
+  from colorize_jax import inference  # pylint: disable=g-import-not-at-top
+  try:
+    jobs, missing = inference.plan_jobs(opts.inputs, opts.out)
+  except inference.OverwriteError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  for arg, reason in missing:
+    print(f'error: {arg}: {reason}', file=sys.stderr)
+  if not jobs:
+    print('error: no input images found', file=sys.stderr)
+    return EXIT_USAGE
+  try:
+    colorizer = inference.Colorizer.from_workdir(
+        flags.workdir, 'best' if opts.best else opts.step, render_size=opts.render_size,
+        batch_size=opts.batch_size, aspect=opts.aspect)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  logging.info('Colorizing %d images with step %d of %s at %dx%d.', len(jobs), colorizer.step,
+               colorizer.workdir, colorizer.render_size, colorizer.render_size)
+  summary = colorizer.colorize_files(jobs, opts.saturation, progress=not opts.no_progress)
+  for source, reason in summary.failed:
+    print(f'skipped: {reason}', file=sys.stderr)
+  failed = len(summary.failed) + len(missing)
+  print(f'{len(summary.written)} images written to {opts.out}' +
+        (f'; {failed} inputs failed (listed above)' if failed else ''))
+  return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _print_columns(table: list[list[str]]) -> None:
+  widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+  for row in table:
+    print('  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def evaluate(flags, args) -> int:
+  """`launch.py evaluate --workdir RUN [--step N | --best] [--data DIR]`: metrics + report.
+
+  Exit code: 0 done (IS / FID may be missing, the report says why); 2 bad
+  options, no such run or checkpoint, or no usable evaluation images.
+  """
+  parser = argparse.ArgumentParser(
+      prog='launch.py evaluate --workdir RUN',
+      description='Evaluates one checkpoint on the run\'s validation split (or --data DIR) '
+      'against the gray baseline and the real photos; writes metrics.json and report.html to '
+      'RUN/eval/<data>/step_<N>/.',
+      epilog='Exit status: 0 done (IS / FID may be missing: the report says why); 2 bad '
+      'options, no such run or checkpoint, or no usable evaluation images.')
+  _step_options(parser)
+  parser.add_argument('--data', help='a folder of colour photos to evaluate on instead')
+  parser.add_argument('--max-images', type=_positive, help='only the first N images')
+  _inception_options(parser)
+  parser.add_argument('--no-cache', action='store_true',
+                      help='recompute even if metrics.json has results for the same key')
+  opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
+  if flags.workdir is None:
+    print('error: evaluate needs --workdir (the training run)', file=sys.stderr)
+    return EXIT_USAGE
+  setup_runtime()
+  from colorize_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  try:
+    result = evaluate_lib.evaluate(
+        flags.workdir, 'best' if opts.best else opts.step, data_dir=opts.data,
+        max_images=opts.max_images, inception_weights=_inception_weights(opts),
+        use_cache=not opts.no_cache)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  print(f'Step {result["step"]} (epoch {result["epoch"]}) on {result["num_images"]} images of '
+        f'the {result["data"]}:')
+  _print_columns(evaluate_lib.metric_table(result))
+  for name, reason in result.get('unavailable', {}).items():
+    print(f'{name} missing: {reason}')
+  print(f'Report: {os.path.join(result["dir"], "report.html")}')
+  return EXIT_OK
+
+
+def select(flags, args) -> int:
+  """`launch.py select --workdirs RUN... [--metric M] [--top K]`: ranks every checkpoint.
+
+  Exit code: 0 done; 2 bad options, a run without checkpoints, or a metric
+  that cannot be computed (IS / FID without Inception weights) and no
+  --fallback-metric.
+  """
+  from colorize_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      prog='launch.py select',
+      description='The paper\'s selection (sec. 4): evaluates every saved checkpoint of every '
+      'run (results cached in RUN/eval/), ranks them, writes a leaderboard (md, csv, html) and '
+      'records each run\'s best checkpoint in RUN/best.json for `colorize --best`.',
+      epilog='Exit status: 0 done; 2 bad options, a run without checkpoints, or a metric that '
+      'cannot be computed (IS / FID without Inception weights) and no --fallback-metric.')
+  parser.add_argument('--workdirs', nargs='+', default=[], metavar='RUN',
+                      help='the runs (or one --workdir)')
+  parser.add_argument('--metric', default='inception_score', choices=list(evaluate_lib.METRICS),
+                      help='ranking metric (default inception_score, as the paper)')
+  parser.add_argument('--fallback-metric', choices=list(evaluate_lib.METRICS),
+                      help='rank by this if --metric cannot be computed')
+  parser.add_argument('--top', type=_positive, default=12, help='top K shown with thumbnails')
+  parser.add_argument('--out', help='leaderboard folder (default: '
+                      '<parent of the first run>/selection_<metric>)')
+  parser.add_argument('--data', help='a folder of colour photos to evaluate every run on')
+  parser.add_argument('--max-images', type=_positive, help='only the first N images')
+  _inception_options(parser)
+  parser.add_argument('--no-cache', action='store_true', help='re-evaluate every checkpoint')
+  opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
+  workdirs = opts.workdirs + ([flags.workdir] if flags.workdir else [])
+  if not workdirs:
+    print('error: select needs --workdirs RUN... (or --workdir RUN)', file=sys.stderr)
+    return EXIT_USAGE
+  setup_runtime()
+  try:
+    evaluator = evaluate_lib.Evaluator(_inception_weights(opts), data_dir=opts.data,
+                                       max_images=opts.max_images)
+    selection = evaluate_lib.select(workdirs, opts.metric, top=opts.top, out_dir=opts.out,
+                                    evaluator=evaluator, fallback_metric=opts.fallback_metric,
+                                    use_cache=not opts.no_cache)
+  except (evaluate_lib.MetricUnavailable, FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  print(f'{len(selection.ranking)} checkpoints ranked by {selection.metric} '
+        f'({len(selection.evaluated)} evaluated now, {len(selection.cached)} from the cache):')
+  _print_columns(evaluate_lib.leaderboard_table(selection.ranking[:opts.top], selection.metric))
+  print(f'Leaderboard: {os.path.join(selection.out_dir, "leaderboard.html")}')
+  return EXIT_OK
+
+
 MODES = {
     'train': train,
+    'colorize': colorize,
+    'evaluate': evaluate,
+    'select': select,
 }

@@ -1,0 +1,830 @@
+"""A trained generator, restored from its workdir, colorizing photos of any size.
+
+  colorizer = Colorizer.from_workdir('runs/paper', step='best')
+  colour = colorizer.colorize(PIL.Image.open('old.jpg'))   # PIL in, PIL out
+
+Restore: `restore(workdir, step)` reads the run's config.json and one orbax
+checkpoint (the latest, the one `select` recorded in workdir/best.json, or a
+given step) into a state replicated over *this* machine's devices, whatever
+number of devices saved it.
+
+Full resolution, as Zhang et al. (2016), DeOldify and DDColor do it: the
+generator sees L resized to its square render size (its training size), its ab
+is resized back to the original size (bilinear; Pillow's resampling is
+antialiased when it shrinks) and joined with the original, full-resolution L.
+Only chroma comes from the model, so every detail of the photo survives.
+
+Aspect ratio: the whole image is stretched to the square render size and its ab
+stretched back ('stretch', the default), rather than fitted inside the square
+with symmetric padding and cropped back ('pad'). Measured on the ten offline
+sample photos cut to aspect ratios 1:2, 2:3, 1:1, 3:2 and 2:1 (long side 256)
+with two quickstart models (64 px): stretching gave the lower mean ab error and
+the higher PSNR over all ratios (ab L1 7.84 vs 7.87, PSNR 24.48 vs 24.45 dB;
+14.54 vs 14.58 and 20.33 vs 20.32 dB), padding won on portrait crops and lost
+on landscape ones; the difference is small. Stretching also spends every render
+pixel on the photo, and the training crops themselves distort aspect up to 4:3.
+The same measurement preferred bilinear to bicubic upsampling of ab (ab L1 lower
+by 0.04-0.05 at every ratio: bicubic overshoots at colour edges), so bilinear is
+the default, as in Zhang et al.'s code.
+
+Gamut: a colour (L, ab) outside sRGB is not clipped channel-wise (which changes
+its lightness and hue) but has its chroma reduced, at constant L and hue, to
+the gamut boundary (a 10-step bisection on the out-of-gamut pixels only). So
+the output's L equals the input's L up to 8-bit rounding (< 0.5 L units).
+
+Inputs: files Pillow reads, in any mode: EXIF orientation is applied (the
+output is upright as displayed); gray, palette, CMYK and colour images are
+turned into their CIELAB lightness (colour inputs are colorized as their gray
+version); 16-bit gray is read at full precision; alpha is kept and copied into
+the output unchanged. Outputs are 8-bit RGB (or RGBA) PNG.
+
+Pixel-wise conversions at full resolution run as jitted functions over fixed-
+size chunks of flattened pixels, so images of every size share three compiled
+programs instead of compiling one per image shape.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import glob
+import json
+import logging
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+import tqdm
+
+from colorize_jax import checkpoints
+from colorize_jax import color
+from colorize_jax import parallel
+from colorize_jax import steps
+
+BEST_FILE = 'best.json'
+# input_pipeline.IMAGE_EXTENSIONS, repeated so that colorizing does not import
+# TensorFlow (5 s of a CLI call); tests/test_inference.py checks they agree.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
+ASPECT_MODES = ('stretch', 'pad')
+UPSAMPLE_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC}
+
+# Flattened-pixel chunk sizes: a handful of compiled shapes for all image sizes.
+_PIXEL_CHUNKS = (1 << 12, 1 << 15, 1 << 18)
+_GAMUT_BISECTION_STEPS = 10   # chroma to 1/1024 of the model's: < 0.16 ab units
+_MODES_16BIT = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
+_ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+
+
+class UnreadableImage(ValueError):
+  """An input file could not be read as an image; the message says which and why."""
+
+
+# ----------------------------------------------------------------------------
+# Restore.
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A checkpoint of a run, restored on this machine.
+
+  Attributes:
+    workdir: the run's directory.
+    config: the run's config (from workdir/config.json).
+    gan: the static model built from it.
+    state: the `GANState`, every leaf replicated over `mesh`.
+    step: the checkpoint's global train step.
+    meta: the checkpoint's JSON metadata (epoch, validation metrics, ...).
+    mesh: this machine's device mesh.
+  """
+  workdir: epath.Path
+  config: ml_collections.ConfigDict
+  gan: steps.GAN
+  state: steps.GANState
+  step: int
+  meta: dict[str, Any]
+  mesh: jax.sharding.Mesh
+
+  @property
+  def epoch(self) -> int | None:
+    return self.meta.get('epoch')
+
+
+def read_best(workdir: epath.PathLike) -> dict[str, Any]:
+  """The selection record `select` wrote in workdir/best.json.
+
+  Returns:
+    {'step': int, 'metric': str, 'value': float, 'rank': int, ...}.
+
+  Raises:
+    FileNotFoundError: no selection has been made for this run.
+    ValueError: the file is malformed.
+  """
+  path = epath.Path(workdir) / BEST_FILE
+  if not path.exists():
+    raise FileNotFoundError(
+        f'{path} not found: no checkpoint of {workdir} has been selected yet. Run '
+        f'`launch.py select --workdirs {workdir}` first, or pass --step.')
+  try:
+    record = json.loads(path.read_text())
+    int(record['step'])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'{path} is malformed ({e}); rerun `launch.py select`.') from e
+  return record
+
+
+class _QuietReadOnly(logging.Filter):
+  """Drops orbax's warnings that a read-only manager is read-only (it is meant to be)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = str(record.msg)
+    return not ('read_only=True' in message or 'read only' in message)
+
+
+@contextlib.contextmanager
+def _open_checkpoints(workdir: epath.PathLike) -> Iterator[checkpoints.Checkpoints]:
+  quiet = _QuietReadOnly()
+  logger = logging.getLogger('absl')
+  logger.addFilter(quiet)
+  try:
+    ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  finally:
+    logger.removeFilter(quiet)
+  try:
+    yield ckpts
+  finally:
+    ckpts.close()
+
+
+def available_steps(workdir: epath.PathLike) -> list[int]:
+  """Steps of the complete checkpoints saved in a run, ascending.
+
+  Raises:
+    FileNotFoundError: the workdir has no checkpoints folder.
+  """
+  with _open_checkpoints(workdir) as ckpts:
+    return ckpts.all_steps()
+
+
+def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
+                 saved: Sequence[int] | None = None) -> int:
+  """The checkpoint step meant by `step`.
+
+  Args:
+    workdir: the run's directory.
+    step: None or 'latest' (the latest checkpoint), 'best' (the one recorded by
+      `select` in workdir/best.json), or a global train step (int or digits).
+    saved: the run's saved steps, if already known.
+
+  Returns:
+    A step that has a complete checkpoint.
+
+  Raises:
+    FileNotFoundError: no checkpoints, no selection, or no checkpoint at `step`.
+    ValueError: `step` is none of the above.
+  """
+  saved = list(saved) if saved is not None else available_steps(workdir)
+  if not saved:
+    raise FileNotFoundError(f'No checkpoint in {workdir}.')
+  if step is None or step == 'latest':
+    return saved[-1]
+  if step == 'best':
+    chosen = int(read_best(workdir)['step'])
+    if chosen not in saved:
+      raise FileNotFoundError(
+          f'{epath.Path(workdir) / BEST_FILE} selects step {chosen}, which is no longer saved '
+          f'(saved steps: {saved}); rerun `launch.py select`.')
+    return chosen
+  try:
+    chosen = int(step)
+  except (TypeError, ValueError):
+    raise ValueError(f"step must be None, 'latest', 'best' or an integer, got {step!r}") from None
+  if chosen not in saved:
+    raise FileNotFoundError(f'No checkpoint at step {chosen} in {workdir}; saved steps: {saved}')
+  return chosen
+
+
+def restore(workdir: epath.PathLike, step: int | str | None = None, *,
+            mesh: jax.sharding.Mesh | None = None) -> Restored:
+  """Restores a run's checkpoint, replicated over this machine's devices.
+
+  The checkpoint may have been saved from any number of devices: orbax reads
+  it into the shardings of `steps.abstract_state` on this machine's mesh.
+
+  Args:
+    workdir: the run's directory (config.json and checkpoints/).
+    step: see `resolve_step` (None: the latest; 'best'; an int).
+    mesh: devices to replicate onto; default a mesh of all local devices.
+
+  Returns:
+    The `Restored` checkpoint.
+
+  Raises:
+    FileNotFoundError: not a run, no such checkpoint, no selection for 'best'.
+    ValueError: a bad `step` or a config the code cannot build.
+  """
+  workdir = epath.Path(os.path.abspath(os.fspath(workdir)))
+  config = checkpoints.load_config(workdir)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  gan = steps.GAN.from_config(config)
+  abstract = steps.abstract_state(gan, config.image_size, parallel.replicated(mesh))
+  with _open_checkpoints(workdir) as ckpts:
+    chosen = resolve_step(workdir, step, ckpts.all_steps())
+    state, meta = ckpts.restore(abstract, chosen)
+  return Restored(workdir=workdir, config=config, gan=gan, state=state, step=chosen,
+                  meta=meta, mesh=mesh)
+
+
+# ----------------------------------------------------------------------------
+# Reading and writing pictures.
+
+
+@dataclasses.dataclass
+class Picture:
+  """One input, decoded for colorization.
+
+  Attributes:
+    rgb: float32 [H, W, 3] in [0, 1], sRGB as displayed (gray inputs replicated).
+    alpha: the input's alpha [H, W] (uint8, uint16 or float, as given), or None.
+  """
+  rgb: np.ndarray
+  alpha: np.ndarray | None = None
+
+
+def picture_from_pil(img: Image.Image) -> Picture:
+  """Decodes a Pillow image of any mode, EXIF orientation applied.
+
+  16-bit and 32-bit integer gray is scaled by 1/65535 (full precision), float
+  gray ('F') taken as [0, 1] if it fits there, else as [0, 255]; alpha
+  (RGBA, LA, PA, palette or RGB transparency) is kept as uint8.
+
+  Raises:
+    Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
+  """
+  img = ImageOps.exif_transpose(img)
+  if img.mode in _MODES_16BIT or img.mode == 'F':
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == 'F':
+      arr = arr if arr.size and arr.max() <= 1.0 else arr / 255.0
+    else:
+      arr = arr / 65535.0
+    gray = np.clip(arr, 0.0, 1.0).astype(np.float32)
+    return Picture(np.repeat(gray[..., None], 3, axis=-1))
+  has_alpha = img.mode in _ALPHA_MODES or (
+      'transparency' in img.info and img.mode in ('P', 'L', 'RGB'))
+  if has_alpha:
+    rgba = np.asarray(img.convert('RGBA'))
+    return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy())
+  return Picture(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0)
+
+
+def load_picture(path: str | os.PathLike) -> Picture:
+  """Reads an image file as it is displayed (see `picture_from_pil`).
+
+  Raises:
+    UnreadableImage: missing, not an image, truncated or otherwise broken.
+  """
+  try:
+    with Image.open(path) as img:
+      img.load()
+      picture = picture_from_pil(img)
+  except Exception as e:  # pylint: disable=broad-except
+    # Pillow reports broken files with many exception types (OSError,
+    # SyntaxError, ValueError, DecompressionBombError, ...): all mean "unreadable".
+    raise UnreadableImage(f'{path}: {type(e).__name__}: {e}') from e
+  if min(picture.rgb.shape[:2]) < 1:
+    raise UnreadableImage(f'{path}: empty image ({picture.rgb.shape[1]}x{picture.rgb.shape[0]})')
+  return picture
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+  """Float in [0, 1] -> uint8, rounded and clipped."""
+  return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None) -> None:
+  """Writes rgb (uint8 [H, W, 3], or float in [0, 1]) and optional alpha [H, W] as a PNG.
+
+  Alpha of another type than uint8 (uint16, float in [0, 1]) is scaled to 8 bits.
+  The file appears complete or not at all (written to a temporary name, renamed).
+  """
+  rgb = rgb if rgb.dtype == np.uint8 else to_uint8(rgb)
+  if alpha is not None:
+    if alpha.dtype == np.uint16:
+      alpha = (alpha.astype(np.uint32) * 255 + 32767) // 65535
+    elif alpha.dtype != np.uint8:
+      alpha = to_uint8(alpha)
+    image = Image.fromarray(np.dstack([rgb, alpha.astype(np.uint8)]))
+  else:
+    image = Image.fromarray(rgb)
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  tmp = path + '.tmp'
+  image.save(tmp, format='PNG')
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------
+# Full-resolution pixel arithmetic (jitted over fixed-size pixel chunks).
+
+
+def _outside_gamut(rgb: jnp.ndarray) -> jnp.ndarray:
+  # lab_to_rgb clips to [0, 1]: a channel exactly at a bound was (almost surely) clipped.
+  return jnp.any((rgb <= 0.0) | (rgb >= 1.0), axis=-1)
+
+
+@jax.jit
+def _lightness(rgb: jnp.ndarray) -> jnp.ndarray:
+  return color.rgb_to_lab(rgb)[..., 0]
+
+
+@jax.jit
+def _lab_to_rgb_checked(lab: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  rgb = color.lab_to_rgb(lab)
+  return rgb, _outside_gamut(rgb)
+
+
+@jax.jit
+def _lab_to_rgb_fitted(lab: jnp.ndarray) -> jnp.ndarray:
+  """Lab [P, 3] -> sRGB [P, 3] with chroma cut to the gamut at constant L and hue."""
+  l, ab = lab[:, :1], lab[:, 1:]
+
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    out = _outside_gamut(color.lab_to_rgb(jnp.concatenate([l, mid * ab], axis=-1)))[:, None]
+    return jnp.where(out, lo, mid), jnp.where(out, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(0, _GAMUT_BISECTION_STEPS, bisect,
+                            (jnp.zeros_like(l), jnp.ones_like(l)))
+  return color.lab_to_rgb(jnp.concatenate([l, lo * ab], axis=-1))
+
+
+def _map_pixels(fn: Callable[..., Any], x: np.ndarray) -> Any:
+  """Applies a jitted per-pixel `fn` to x [P, C] chunk by chunk; returns numpy like fn's output."""
+  pending, start = [], 0
+  while start < len(x):
+    rest = len(x) - start
+    size = next((c for c in _PIXEL_CHUNKS if c >= rest), _PIXEL_CHUNKS[-1])
+    part = x[start:start + size]
+    valid = len(part)
+    if valid < size:
+      part = np.concatenate([part, np.zeros((size - valid,) + part.shape[1:], part.dtype)])
+    # Dispatched before any result is read, so the runtime can overlap chunks.
+    pending.append((fn(part), valid))
+    start += size
+  outputs = [jax.tree.map(lambda y, n=valid: np.asarray(y)[:n], out) for out, valid in pending]
+  return jax.tree.map(lambda *ys: np.concatenate(ys), *outputs)
+
+
+def lightness(rgb: np.ndarray) -> np.ndarray:
+  """CIELAB L of sRGB: float32 [H, W, 3] in [0, 1] -> float32 [H, W] in [0, 100]."""
+  h, w, _ = rgb.shape
+  return _map_pixels(_lightness, np.asarray(rgb, np.float32).reshape(-1, 3)).reshape(h, w)
+
+
+def lab_to_rgb_in_gamut(l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+  """Joins L [H, W] in [0, 100] and ab [H, W, 2] into sRGB float32 [H, W, 3] in [0, 1].
+
+  Colours outside sRGB keep their L and hue and lose chroma down to the gamut
+  boundary, so the result's lightness is L (to float precision).
+  """
+  h, w = l.shape
+  lab = np.concatenate([l[..., None], ab], axis=-1).astype(np.float32).reshape(-1, 3)
+  rgb, outside = _map_pixels(_lab_to_rgb_checked, lab)
+  index = np.flatnonzero(outside)
+  if index.size:
+    rgb[index] = _map_pixels(_lab_to_rgb_fitted, lab[index])
+  return rgb.reshape(h, w, 3)
+
+
+def _resize_plane(x: np.ndarray, width: int, height: int, resample) -> np.ndarray:
+  """float32 [h, w] -> [height, width]; Pillow antialiases when shrinking."""
+  if x.shape == (height, width):
+    return x.astype(np.float32, copy=True)
+  return np.asarray(Image.fromarray(np.ascontiguousarray(x, np.float32)).resize(
+      (width, height), resample), dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Placement:
+  """Where an image sits in the square render input: rows [top, top+h), cols [left, left+w)."""
+  top: int
+  left: int
+  height: int
+  width: int
+
+
+def _render_input(l: np.ndarray, size: int, aspect: str) -> tuple[np.ndarray, _Placement]:
+  """Full-resolution L [H, W] -> the generator's L [size, size] and where the photo is in it."""
+  h, w = l.shape
+  if aspect == 'stretch':
+    return _resize_plane(l, size, size, Image.Resampling.BILINEAR), _Placement(0, 0, size, size)
+  scale = size / max(h, w)
+  ph, pw = max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))
+  small = _resize_plane(l, pw, ph, Image.Resampling.BILINEAR)
+  top, left = (size - ph) // 2, (size - pw) // 2
+  padded = np.pad(small, ((top, size - ph - top), (left, size - pw - left)), mode='symmetric')
+  return padded, _Placement(top, left, ph, pw)
+
+
+# ----------------------------------------------------------------------------
+# The colorizer.
+
+
+def _as_picture(image: Any) -> tuple[Picture, Callable[[np.ndarray, Picture], Any]]:
+  """Decodes a PIL image or an array; returns it and a function making the output kind.
+
+  The function takes the colorized rgb float32 [H, W, 3] in [0, 1] and the picture.
+  """
+  if isinstance(image, Image.Image):
+    picture = picture_from_pil(image)
+
+    def to_pil(rgb, pic):
+      rgb8 = to_uint8(rgb)
+      if pic.alpha is None:
+        return Image.fromarray(rgb8)
+      return Image.fromarray(np.dstack([rgb8, pic.alpha.astype(np.uint8)]))
+
+    return picture, to_pil
+
+  arr = np.asarray(image)
+  if arr.ndim == 3 and arr.shape[-1] == 1:
+    arr = arr[..., 0]
+  if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+    raise ValueError(f'Expected an image [H, W], [H, W, 3] or [H, W, 4], got shape {arr.shape}.')
+  if min(arr.shape[:2]) < 1:
+    raise ValueError(f'Empty image of shape {arr.shape}.')
+  if arr.dtype == np.uint8:
+    scale, out_dtype = 255.0, np.uint8
+  elif arr.dtype == np.uint16:
+    scale, out_dtype = 65535.0, np.uint16
+  elif np.issubdtype(arr.dtype, np.floating):
+    scale, out_dtype = 1.0, arr.dtype
+    if not np.all(np.isfinite(arr)):
+      raise ValueError('Float image contains NaN or infinite values.')
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+      raise ValueError(f'Float images must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; '
+                       'divide by 255 or pass uint8.')
+  else:
+    raise ValueError(f'Unsupported image dtype {arr.dtype}: use uint8, uint16 or float in [0, 1].')
+  values = np.clip(arr.astype(np.float32) / scale, 0.0, 1.0)
+  alpha = None
+  if arr.ndim == 2:
+    rgb = np.repeat(values[..., None], 3, axis=-1)
+  else:
+    rgb = values[..., :3]
+    if arr.shape[-1] == 4:
+      alpha = arr[..., 3].copy()
+  picture = Picture(np.ascontiguousarray(rgb), alpha)
+
+  def to_array(rgb, pic):
+    if out_dtype == np.uint8:
+      out = to_uint8(rgb)
+    elif out_dtype == np.uint16:
+      out = np.clip(np.rint(rgb * 65535.0), 0, 65535).astype(np.uint16)
+    else:
+      out = rgb.astype(out_dtype)
+    return out if pic.alpha is None else np.dstack([out, pic.alpha.astype(out.dtype)])
+
+  return picture, to_array
+
+
+class Colorizer:
+  """Colorizes photos of any size with a trained generator (see the module docstring).
+
+  Build it with `Colorizer.from_workdir`. `colorize` / `colorize_batch` take and
+  return PIL images or numpy arrays; `colorize_files` streams files to PNGs.
+  The generator runs in batches of `batch_size` render-size inputs, sharded
+  over this machine's devices.
+  """
+
+  def __init__(self, gan: steps.GAN, generator: steps.NetState, image_size: int, *,
+               render_size: int | None = None, batch_size: int = 8,
+               mesh: jax.sharding.Mesh | None = None, aspect: str = 'stretch',
+               upsample: str = 'bilinear', step: int | None = None,
+               workdir: epath.PathLike | None = None):
+    """Wraps a generator.
+
+    Args:
+      gan: the static model.
+      generator: the generator's `NetState` (params and batch statistics).
+      image_size: the size the generator was trained at.
+      render_size: the square size the generator runs at (default image_size);
+        the generator must be able to run at it (see `check_render_size`).
+      batch_size: render-size images per generator call (rounded up to a
+        multiple of the device count).
+      mesh: devices (default all local devices).
+      aspect: 'stretch' or 'pad', see the module docstring.
+      upsample: 'bilinear' or 'bicubic', the filter that resizes ab to full size.
+      step, workdir: where the weights came from (for logs and reports).
+    """
+    if aspect not in ASPECT_MODES:
+      raise ValueError(f'aspect must be one of {ASPECT_MODES}, got {aspect!r}')
+    if upsample not in UPSAMPLE_FILTERS:
+      raise ValueError(f'upsample must be one of {tuple(UPSAMPLE_FILTERS)}, got {upsample!r}')
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    self.gan, self.image_size = gan, image_size
+    self.render_size = render_size or image_size
+    self.mesh = mesh if mesh is not None else parallel.make_mesh()
+    devices = self.mesh.devices.size
+    self.batch_size = -(-batch_size // devices) * devices
+    self.aspect, self.step, self.workdir = aspect, step, workdir
+    self._upsample = UPSAMPLE_FILTERS[upsample]
+    self._generator = jax.device_put(
+        steps.NetState(params=generator.params, batch_stats=generator.batch_stats,
+                       opt_state=None), parallel.replicated(self.mesh))
+    check_render_size(gan, self._generator, self.render_size, image_size)
+    self._predict = _predict_fn(gan, self.mesh)
+
+  @classmethod
+  def from_workdir(cls, workdir: epath.PathLike, step: int | str | None = None,
+                   **kwargs) -> 'Colorizer':
+    """Restores a run's generator: step None (latest), 'best' (see `select`) or an int.
+
+    Keyword arguments go to the constructor (render_size, batch_size, aspect, ...).
+    """
+    restored = restore(workdir, step, mesh=kwargs.pop('mesh', None))
+    return cls(restored.gan, restored.state.generator, restored.config.image_size,
+               mesh=restored.mesh, step=restored.step, workdir=restored.workdir, **kwargs)
+
+  def predict_ab(self, l: np.ndarray) -> np.ndarray:
+    """The generator's colours: L float [N, R, R] in [0, 100] -> ab float32 [N, R, R, 2].
+
+    R is the render size; ab is in [-110, 110].
+    """
+    l = np.asarray(l, np.float32)
+    r = self.render_size
+    if l.ndim != 3 or l.shape[1:] != (r, r):
+      raise ValueError(f'predict_ab expects L [N, {r}, {r}], got {l.shape}')
+    out = []
+    for start in range(0, len(l), self.batch_size):
+      part = l[start:start + self.batch_size]
+      valid = len(part)
+      if valid < self.batch_size:  # one compiled shape: pad the last batch
+        part = np.concatenate([part, np.zeros((self.batch_size - valid, r, r), np.float32)])
+      out.append(np.asarray(self._predict(self._generator, part))[:valid])
+    return np.concatenate(out) if out else np.zeros((0, r, r, 2), np.float32)
+
+  def _prepare(self, picture: Picture) -> tuple[np.ndarray, np.ndarray, _Placement]:
+    l = lightness(picture.rgb)
+    small, placement = _render_input(l, self.render_size, self.aspect)
+    return l, small, placement
+
+  def _finish(self, l: np.ndarray, ab_small: np.ndarray, placement: _Placement,
+              saturation: float) -> np.ndarray:
+    """Full-size rgb float32 [H, W, 3] from full L [H, W] and the model's ab [R, R, 2]."""
+    h, w = l.shape
+    p = placement
+    region = ab_small[p.top:p.top + p.height, p.left:p.left + p.width]
+    ab = np.stack([_resize_plane(region[..., c], w, h, self._upsample) for c in range(2)],
+                  axis=-1)
+    return lab_to_rgb_in_gamut(l, ab * np.float32(saturation))
+
+  def colorize_batch(self, images: Sequence[Any], saturation: float = 1.0) -> list[Any]:
+    """Colorizes images of any sizes, returning each as the kind it was given.
+
+    Args:
+      images: PIL images (any mode; EXIF orientation applied), or numpy arrays
+        uint8 / uint16 [H, W], [H, W, 3], [H, W, 4] or float [0, 1] of those
+        shapes. Colour inputs are colorized as their gray version; alpha is kept.
+      saturation: factor applied to the predicted ab (1: as predicted, 0: gray).
+
+    Returns:
+      One output per input: PIL 'RGB' / 'RGBA'; arrays of the input's dtype,
+      [H, W, 3] (also for [H, W] inputs) or [H, W, 4]. The output's CIELAB L
+      is the input's (up to the output dtype's rounding).
+    """
+    _check_saturation(saturation)
+    decoded = [_as_picture(image) for image in images]
+    prepared = [self._prepare(picture) for picture, _ in decoded]
+    if not prepared:
+      return []
+    ab = self.predict_ab(np.stack([small for _, small, _ in prepared]))
+    outputs = []
+    for (picture, make), (l, _, placement), ab_small in zip(decoded, prepared, ab):
+      outputs.append(make(self._finish(l, ab_small, placement, saturation), picture))
+    return outputs
+
+  def colorize(self, image: Any, saturation: float = 1.0) -> Any:
+    """Colorizes one image; see `colorize_batch`."""
+    return self.colorize_batch([image], saturation)[0]
+
+  def colorize_files(self, jobs: Sequence['Job'], saturation: float = 1.0,
+                     progress: bool = True, workers: int | None = None) -> 'RunSummary':
+    """Colorizes image files into PNGs, streaming groups of `batch_size` images.
+
+    Reading and writing run in a thread pool (Pillow releases the GIL) while the
+    generator runs; an unreadable input is reported and skipped.
+
+    Args:
+      jobs: (source, destination) pairs, e.g. from `plan_jobs`.
+      saturation: factor on the predicted ab.
+      progress: show a tqdm progress bar (images).
+      workers: threads for reading and writing (default: CPU count, at most 8).
+
+    Returns:
+      A `RunSummary`: the written destinations and the failures with reasons.
+    """
+    _check_saturation(saturation)
+    summary = RunSummary()
+    workers = workers or min(8, os.cpu_count() or 1)
+    groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
+
+    def read(job):
+      """(job, error, alpha, (L, render-size L, placement)); only L and alpha are kept."""
+      try:
+        picture = load_picture(job.source)
+      except UnreadableImage as e:
+        return job, str(e), None, None
+      return job, None, picture.alpha, self._prepare(picture)
+
+    def write(item):
+      (job, _, alpha, (l, _, placement)), ab_small = item
+      try:
+        save_png(self._finish(l, ab_small, placement, saturation), job.destination, alpha)
+      except OSError as e:
+        return job, f'{job.destination}: cannot write: {e}'
+      return job, None
+
+    bar = tqdm.tqdm(total=len(jobs), unit='img', disable=not progress, dynamic_ncols=True)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      pending = pool.map(read, groups[0]) if groups else iter(())
+      for index in range(len(groups)):
+        loaded = list(pending)
+        if index + 1 < len(groups):  # read the next group while this one runs
+          pending = pool.map(read, groups[index + 1])
+        good = [item for item in loaded if item[1] is None]
+        for job, error, _, _ in loaded:
+          if error is not None:
+            summary.failed.append((job.source, error))
+            bar.update(1)
+        if good:
+          ab = self.predict_ab(np.stack([prepared[1] for *_, prepared in good]))
+          for job, error in pool.map(write, zip(good, ab)):
+            if error is None:
+              summary.written.append(job.destination)
+            else:
+              summary.failed.append((job.source, error))
+            bar.update(1)
+    bar.close()
+    return summary
+
+
+# Compiled generators, shared by every Colorizer of the same architecture and mesh.
+_PREDICT_FNS: dict[Any, Callable[..., Any]] = {}
+
+
+def _predict_fn(gan: steps.GAN, mesh: jax.sharding.Mesh) -> Callable[..., Any]:
+  """Jitted (generator NetState, L [B, R, R] in [0, 100]) -> ab float32 [B, R, R, 2]."""
+  key = (gan.generator, mesh)
+  if key not in _PREDICT_FNS:
+    def predict(g, l):
+      ab_norm = steps.generate_ab(gan, g, color.normalize_l(l[..., None]))
+      return color.denormalize_ab(ab_norm.astype(jnp.float32))
+
+    replicated = parallel.replicated(mesh)
+    _PREDICT_FNS[key] = jax.jit(predict, in_shardings=(replicated, parallel.batch_sharded(mesh)),
+                                out_shardings=replicated)
+  return _PREDICT_FNS[key]
+
+
+def check_render_size(gan: steps.GAN, generator: steps.NetState, render_size: int,
+                      image_size: int) -> None:
+  """Raises ValueError unless the generator can run on [N, render_size, render_size, 1].
+
+  models.Generator sets its depth from its input size (log2 S levels down to a
+  1x1 bottleneck), so weights trained at S have no layers for another size.
+  """
+  if render_size == image_size:
+    return
+  try:
+    jax.eval_shape(lambda g: steps.generate_ab(gan, g, jnp.zeros((1, render_size, render_size, 1))),
+                   generator)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(
+        f'This generator was trained at {image_size}x{image_size} and cannot run at '
+        f'{render_size}x{render_size}: the U-Net\'s depth follows its input size (log2 of it, '
+        f'down to a 1x1 bottleneck), so these weights have no layers for another size. '
+        f'Use --render-size {image_size}. ({type(e).__name__}: {str(e)[:200]})') from None
+
+
+def _check_saturation(saturation: float) -> None:
+  if not (np.isfinite(saturation) and saturation >= 0):
+    raise ValueError(f'saturation must be a finite number >= 0, got {saturation}')
+
+
+# ----------------------------------------------------------------------------
+# Files in, files out.
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One input file and the PNG it becomes."""
+  source: str
+  destination: str
+
+
+@dataclasses.dataclass
+class RunSummary:
+  """What `colorize_files` did: written PNGs and (source, reason) failures."""
+  written: list[str] = dataclasses.field(default_factory=list)
+  failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+class OverwriteError(ValueError):
+  """An output path would replace an input file."""
+
+
+def _has_glob(text: str) -> bool:
+  return any(c in text for c in '*?[')
+
+
+def list_images(root: str, skip: str | None = None) -> list[str]:
+  """Image files under root with `IMAGE_EXTENSIONS`, sorted; hidden entries and the folder `skip`
+  left out."""
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.')
+                         and os.path.realpath(os.path.join(dirpath, d)) != skip)
+    found.extend(os.path.join(dirpath, name) for name in filenames
+                 if not name.startswith('.')
+                 and name.lower().endswith(IMAGE_EXTENSIONS))
+  return sorted(found)
+
+
+def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tuple[str, str]]]:
+  """Expands inputs (files, folders, globs) into jobs writing PNGs under out_dir.
+
+  Output names mirror the inputs' paths relative to their deepest common folder
+  (a single folder: paths inside it; files of one folder: their names), with
+  the extension replaced by .png; where two inputs would then collide (a.jpg and
+  a.png) both keep their full names (a.jpg.png, a.png.png). Folders are searched
+  recursively for files with `IMAGE_EXTENSIONS`, leaving out
+  out_dir if it lies inside them; files named explicitly are tried whatever
+  their extension.
+
+  Args:
+    inputs: paths of files or folders, or glob patterns ('**' recursive).
+    out_dir: the output folder.
+
+  Returns:
+    (jobs, missing): the jobs in input order, and (input, reason) for inputs
+    that matched nothing.
+
+  Raises:
+    OverwriteError: an output would replace one of the inputs.
+  """
+  out_real = os.path.realpath(out_dir)
+  files: list[tuple[str, str]] = []   # (path, folder its name is relative to)
+  missing = []
+  for arg in inputs:
+    if os.path.isdir(arg):
+      files.extend((path, os.path.abspath(arg)) for path in list_images(arg, out_real))
+    elif os.path.exists(arg):
+      files.append((arg, os.path.dirname(os.path.abspath(arg))))
+    elif _has_glob(arg):
+      matches = sorted(glob.glob(arg, recursive=True))
+      if not matches:
+        missing.append((arg, 'no file matches this pattern'))
+      for match in matches:
+        if os.path.isdir(match):
+          files.extend((p, os.path.abspath(match)) for p in list_images(match, out_real))
+        else:
+          files.append((match, os.path.dirname(os.path.abspath(match))))
+    else:
+      missing.append((arg, 'no such file or folder'))
+
+  seen, unique = set(), []
+  for path, root in files:
+    key = os.path.realpath(path)
+    if key not in seen:
+      seen.add(key)
+      unique.append((path, root))
+  if not unique:
+    return [], missing
+  base = os.path.commonpath([root for _, root in unique])
+  relative = [os.path.relpath(os.path.abspath(path), base) for path, _ in unique]
+  stems = [os.path.splitext(rel)[0] + '.png' for rel in relative]
+  counts: dict[str, int] = {}
+  for stem in stems:
+    counts[stem] = counts.get(stem, 0) + 1
+  jobs = []
+  for (path, _), rel, stem in zip(unique, relative, stems):
+    name = stem if counts[stem] == 1 else rel + '.png'
+    jobs.append(Job(path, os.path.join(out_dir, name)))
+  inputs_real = {os.path.realpath(job.source) for job in jobs}
+  for job in jobs:
+    if os.path.realpath(job.destination) in inputs_real:
+      raise OverwriteError(
+          f'Refusing to write {job.destination}: it is one of the inputs. Choose another --out '
+          'folder (inputs are never overwritten).')
+  return jobs, missing

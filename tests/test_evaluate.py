@@ -1,0 +1,324 @@
+"""Tests of checkpoint evaluation, its reports and cache, and the selection protocol."""
+
+import functools
+import json
+import os
+import types
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from colorize_jax import checkpoints
+from colorize_jax import cli
+from colorize_jax import color
+from colorize_jax import evaluate
+from colorize_jax import inception
+from colorize_jax import inference
+from colorize_jax import input_pipeline
+from colorize_jax import metrics
+from colorize_jax import steps
+from colorize_jax import train
+from experiments import default
+
+IMAGE_SIZE = 32
+NUM_VAL = 3   # with batch 2: a padded last batch
+
+
+def photo(height, width, seed):
+  """A smooth colour photo stand-in: random colour blocks, bilinearly enlarged; uint8 [H, W, 3]."""
+  blocks = np.random.default_rng(seed).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+  return np.asarray(Image.fromarray(blocks).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def tiny_config(folder, seed=0):
+  config = default.get_config()
+  config.seed = seed
+  config.image_size = IMAGE_SIZE
+  config.batch_size = 2
+  config.num_epochs = 2
+  config.model.width = 4
+  config.data.source = 'folder'
+  config.data.folder = str(folder)
+  config.num_sample_images = 2
+  config.log_every_steps = 1
+  return config
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  root = tmp_path_factory.mktemp('photos')
+  for split, count, offset in (('train', 6, 0), ('val', NUM_VAL, 100)):
+    (root / split).mkdir()
+    for i in range(count):
+      Image.fromarray(photo(40, 48, offset + i)).save(root / split / f'p{i}.png')
+  return root
+
+
+def save_run(workdir, config, state, scales):
+  """Saves `state` as checkpoints {step: the generator's output layer scaled by `scale`}.
+
+  An untrained generator's colours are ~0.2 ab units; scaling its last layer
+  gives colorizations whose metrics clearly differ from step to step.
+  """
+  checkpoints.save_config(workdir, config)
+  ckpts = checkpoints.Checkpoints(workdir)
+  for step, scale in scales.items():
+    params = dict(state.generator.params)
+    params['to_ab'] = {'kernel': params['to_ab']['kernel'] * scale,
+                       'bias': params['to_ab']['bias'] + np.array([0.1, -0.1], np.float32)}
+    ckpts.save(step, state.replace(step=np.int32(step),
+                                   generator=state.generator.replace(params=params)),
+               {'epoch': step // 3, 'epoch_end': True, 'steps_per_epoch': 3})
+  ckpts.close()
+
+
+@pytest.fixture(scope='module')
+def runs(photos, tmp_path_factory):
+  """Two runs with checkpoints at steps 3 and 6: moderate, then vivid colours (run 1: another init).
+  Two runs with checkpoints at steps 3 and 6: moderate, then vivid colours (run 1: another init)."""
+  root = tmp_path_factory.mktemp('runs')
+  config = tiny_config(photos)
+  gan = steps.GAN.from_config(config)
+  workdirs = []
+  for seed, scales in ((0, {3: 30.0, 6: 300.0}), (1, {3: 60.0, 6: 200.0})):
+    state = gan.init(jax.random.PRNGKey(seed), IMAGE_SIZE)
+    workdirs.append(str(root / f'run{seed}'))
+    save_run(workdirs[-1], config, state, scales)
+  return workdirs
+
+
+@pytest.fixture(scope='module')
+def val_images(runs):
+  """The validation images as evaluation sees them: uint8 [NUM_VAL, S, S, 3]."""
+  config = checkpoints.load_config(runs[0])
+  splits = input_pipeline.build_splits(config.data)
+  batches = list(input_pipeline.val_batches(splits, image_size=IMAGE_SIZE, global_batch_size=2))
+  return np.concatenate([b['image'][b['mask']] for b in batches])
+
+
+@pytest.fixture(scope='module')
+def result(runs):
+  """Step 3 of the first run evaluated without Inception."""
+  return evaluate.evaluate(runs[0], 3, inception_weights=None, progress=False)
+
+
+def test_model_metrics_equal_the_training_validation(runs, result, val_images):
+  """On the run's validation split, evaluate's numbers are those train.validation_step logs for the
+  checkpoint."""
+  restored = inference.restore(runs[0], 3)
+  step = jax.jit(functools.partial(train.validation_step, gan=restored.gan))
+  val = {k: float(np.mean(v)) for k, v in step(restored.state, {'image': val_images}).items()}
+  rows = result['rows']
+  assert result['num_images'] == NUM_VAL and result['step'] == 3 and result['epoch'] == 1
+  pairs = [(rows['model']['psnr'], val['psnr']), (rows['model']['auc'], val['auc']),
+           (rows['model']['cf'], val['cf']), (rows['model']['ab_l1'], val['ab_mae']),
+           (rows['model']['realism'], val['d_fake_prob']),
+           (rows['real']['realism'], val['d_real_prob']),
+           (rows['gray']['psnr'], val['gray_psnr']), (rows['gray']['ab_l1'], val['gray_ab_mae']),
+           (rows['gray']['auc'], val['gray_auc'])]
+  for got, want in pairs:
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert abs(rows['model']['psnr'] - rows['gray']['psnr']) > 0.1   # the model is not gray
+
+
+def test_gray_baseline_and_real_rows_are_metrics_of_ab_zero_and_real_photos(result, val_images):
+  """The gray row is exactly the metrics of the ab = 0 images, the real row the real photos' CF."""
+  l_norm, real_ab_norm = color.rgb_to_model_inputs(val_images)
+  zero = np.zeros(real_ab_norm.shape, np.float32)
+  gray_rgb = color.model_outputs_to_rgb(l_norm, zero)
+  real_rgb = color.to_float_rgb(val_images)
+  per_image = metrics.image_metrics(gray_rgb, real_rgb, zero, color.denormalize_ab(real_ab_norm))
+  want = {k: float(np.mean(v)) for k, v in per_image.items()}
+  gray = result['rows']['gray']
+  for name in ('psnr', 'ssim', 'ab_l1', 'ab_l2', 'auc', 'cf', 'cf_abs'):
+    np.testing.assert_allclose(gray[name], want[name], rtol=1e-6, atol=1e-6, err_msg=name)
+  np.testing.assert_allclose(gray['delta_cf'], abs(want['cf'] - want['cf_real']), rtol=1e-5)
+  np.testing.assert_allclose(result['rows']['real']['cf'], want['cf_real'], rtol=1e-6)
+  np.testing.assert_allclose(result['rows']['real']['cf'],
+                             float(np.mean(metrics.colorfulness(val_images))), rtol=1e-5)
+  assert gray['cf'] < 0.5 < result['rows']['real']['cf']
+
+
+def test_report_files_and_missing_inception_reason(result):
+  """evaluate writes metrics.json, report.html (3 systems, why IS/FID are missing) and the example
+  grid."""
+  folder = result['dir']
+  assert folder.endswith(os.path.join('eval', 'val', 'step_3'))
+  stored = json.loads(open(os.path.join(folder, 'metrics.json')).read())
+  assert stored['rows'] == json.loads(json.dumps(result['rows']))
+  assert result['rows']['model'].get('inception_score') is None
+  assert set(result['unavailable']) == {'inception_score', 'fid'}
+  page = open(os.path.join(folder, 'report.html')).read()
+  for text in ('gray baseline', 'real photos', 'IS missing', '--inception-weights none',
+               'examples.png'):
+    assert text in page
+  with Image.open(os.path.join(folder, 'examples.png')) as grid:
+    assert grid.size == (3 * (IMAGE_SIZE + 2) + 2, NUM_VAL * (IMAGE_SIZE + 2) + 2)
+
+
+def test_inception_metrics_with_random_weights(runs):
+  """With (test-only) random InceptionV3 weights, IS is reported for all three systems and FID for
+  model and gray."""
+  out = evaluate.evaluate(runs[0], 6, inception_weights='random', progress=False,
+                          use_cache=False)
+  rows = out['rows']
+  for row in ('model', 'gray', 'real'):
+    assert 1.0 - 1e-6 <= rows[row]['inception_score'] <= inception.NUM_CLASSES, row
+  for row in ('model', 'gray'):
+    assert np.isfinite(rows[row]['fid']) and rows[row]['fid'] > -1e-6, row
+  assert 'fid' not in rows['real'] and not out['unavailable']
+  assert out['inception_weights'].startswith('random')
+
+
+def test_unloadable_inception_weights_leave_the_other_metrics(runs, tmp_path):
+  """A weights file that cannot be had leaves IS / FID missing with the reason; the rest is
+  computed."""
+  missing = str(tmp_path / 'inception.h5')
+  out = evaluate.evaluate(runs[0], 3, inception_weights=missing, progress=False,
+                          use_cache=False)
+  assert missing in out['unavailable']['inception_score']
+  assert out['rows']['model']['psnr'] is not None and 'fid' not in out['rows']['model']
+
+
+def test_low_rank_fid_equals_the_reference_formula():
+  """The fast FID for fewer images than feature dimensions equals inception.frechet_distance."""
+  rng = np.random.default_rng(0)
+  f1 = rng.normal(size=(10, 64))
+  f2 = rng.normal(0.3, 1.5, size=(13, 64))
+  s1 = inception.FeatureStats.empty(64).update(f1)
+  s2 = inception.FeatureStats.empty(64).update(f2)
+  want = inception.frechet_distance(s1.mean(), s1.cov(), s2.mean(), s2.cov(), method='eigh')
+  np.testing.assert_allclose(evaluate.frechet_distance_low_rank(f1, f2), want, rtol=1e-7)
+
+
+def test_rank_knows_which_direction_is_better():
+  """Higher-is-better metrics rank descending, lower-is-better ascending, missing values last."""
+  entries = [{'step': s, 'rows': {'model': {'psnr': p, 'fid': f}}}
+             for s, p, f in ((1, 20.0, 30.0), (2, 25.0, None), (3, 22.0, 10.0))]
+  assert [e['step'] for e in evaluate.rank(entries, 'psnr')] == [2, 3, 1]
+  assert [e['step'] for e in evaluate.rank(entries, 'fid')] == [3, 1, 2]
+  assert [e['rank'] for e in evaluate.rank(entries, 'fid')] == [1, 2, 3]
+  assert not evaluate.METRICS['ab_l1'].higher_is_better
+  assert evaluate.METRICS['inception_score'].higher_is_better
+
+
+@pytest.fixture
+def count_evaluations(monkeypatch):
+  """Counts the checkpoints actually evaluated (not read from the cache)."""
+  calls = []
+  compute = evaluate.Evaluator._compute
+
+  def counted(self, restored, *args, **kwargs):
+    calls.append((str(restored.workdir), restored.step))
+    return compute(self, restored, *args, **kwargs)
+
+  monkeypatch.setattr(evaluate.Evaluator, '_compute', counted)
+  return calls
+
+
+def test_select_ranks_caches_and_records_each_runs_best(runs, tmp_path, count_evaluations):
+  """select evaluates every checkpoint once (a rerun evaluates nothing), ranks them, writes the
+  leaderboard and best.json."""
+  out = str(tmp_path / 'board')
+  first = evaluate.select(runs, 'psnr', top=2, out_dir=out,
+                          evaluator=evaluate.Evaluator(None, progress=False))
+  # Step 3 of run0 was cached by another test in this module if it ran first.
+  assert len(count_evaluations) + len(first.cached) == 4
+  values = [e['value'] for e in first.ranking]
+  assert values == sorted(values, reverse=True)
+  for name in ('leaderboard.md', 'leaderboard.csv', 'leaderboard.html', 'selection.json'):
+    assert os.path.isfile(os.path.join(out, name))
+  assert open(os.path.join(out, 'leaderboard.html')).read().count('data:image/png;base64') == 2
+
+  count_evaluations.clear()
+  again = evaluate.select(runs, 'ab_l1', top=2, out_dir=out,
+                          evaluator=evaluate.Evaluator(None, progress=False))
+  assert count_evaluations == [] and len(again.cached) == 4
+  values = [e['value'] for e in again.ranking]
+  assert values == sorted(values)   # lower is better
+  for workdir in runs:
+    best = inference.read_best(workdir)
+    mine = [e for e in again.ranking if e['workdir'] == workdir]
+    assert best['step'] == mine[0]['step'] and best['metric'] == 'ab_l1'
+    assert best['rank'] == mine[0]['rank'] and best['winner'] == (mine[0]['rank'] == 1)
+
+
+def test_cache_key_follows_the_data(runs, tmp_path, count_evaluations):
+  """Evaluating on another folder computes anew (and skips unusable files); the same folder again is
+  cached."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  for i in range(3):
+    Image.fromarray(photo(36, 36, 200 + i)).save(folder / f'c{i}.png')
+  Image.fromarray(photo(36, 36, 300)[..., 0]).save(folder / 'gray.png')
+  (folder / 'broken.jpg').write_bytes(b'nope')
+  out = evaluate.evaluate(runs[1], 3, data_dir=str(folder), inception_weights=None,
+                          progress=False)
+  assert out['num_images'] == 3 and out['skipped'] == {'grayscale': 1, 'unreadable': 1}
+  assert os.path.basename(os.path.dirname(out['dir'])).startswith('photos-')
+  again = evaluate.evaluate(runs[1], 3, data_dir=str(folder), inception_weights=None,
+                            progress=False)
+  assert len(count_evaluations) == 1 and again['rows'] == out['rows']
+  Image.fromarray(photo(36, 36, 400)).save(folder / 'c9.png')   # the data changed
+  evaluate.evaluate(runs[1], 3, data_dir=str(folder), inception_weights=None, progress=False)
+  assert len(count_evaluations) == 2
+
+
+def test_unavailable_selection_metric_fails_clearly(runs, tmp_path, capsys, count_evaluations):
+  """Ranking by IS without Inception weights fails before evaluating, suggesting psnr; a fallback is
+  used only if asked."""
+  flags = types.SimpleNamespace(workdir=None)
+  weights = str(tmp_path / 'missing.h5')
+  code = cli.select(flags, ['--workdirs', *runs, '--inception-weights', weights,
+                            '--out', str(tmp_path / 'board')])
+  err = capsys.readouterr().err
+  assert code == 2 and '--metric psnr' in err and weights in err
+  assert count_evaluations == [] and not os.path.exists(tmp_path / 'board')
+  with pytest.raises(evaluate.MetricUnavailable):
+    evaluate.select(runs, 'fid', evaluator=evaluate.Evaluator(weights, progress=False))
+  chosen = evaluate.select(runs, 'inception_score', fallback_metric='psnr',
+                           out_dir=str(tmp_path / 'board'),
+                           evaluator=evaluate.Evaluator(weights, progress=False))
+  assert chosen.metric == 'psnr'
+
+
+def test_colorize_best_uses_the_selection(runs, tmp_path, capsys):
+  """After select, `colorize --best` colours with the checkpoint best.json names, even when it is
+  not the latest."""
+  run = runs[0]
+  board = str(tmp_path / 'board')
+  ev = evaluate.Evaluator(None, progress=False)
+  results = {s: ev.evaluate(run, s)['rows']['model'] for s in (3, 6)}
+  # A metric by which the earlier checkpoint wins, so 'best' differs from 'latest'.
+  metric = next((m for m, spec in evaluate.METRICS.items() if 'model' in spec.rows and
+                 results[3].get(m) is not None and results[3][m] != results[6][m] and
+                 (results[3][m] > results[6][m]) == spec.higher_is_better), None)
+  if metric is None:
+    pytest.skip('the later checkpoint wins on every metric')
+  evaluate.select([run], metric, out_dir=board, evaluator=ev)
+  assert inference.read_best(run)['step'] == 3
+  assert inference.Colorizer.from_workdir(run, 'best').step == 3
+
+  image = photo(30, 50, 500)
+  Image.fromarray(image).save(tmp_path / 'in.png')
+  flags = types.SimpleNamespace(workdir=run)
+  assert cli.colorize(flags, [str(tmp_path / 'in.png'), '--best', '--out', str(tmp_path / 'b'),
+                              '--no-progress']) == 0
+  with Image.open(tmp_path / 'b' / 'in.png') as img:
+    got = np.asarray(img)
+  want = inference.Colorizer.from_workdir(run, 3).colorize(image)
+  latest = inference.Colorizer.from_workdir(run, 6).colorize(image)
+  np.testing.assert_array_equal(got, want)
+  assert np.abs(got.astype(int) - latest.astype(int)).max() > 0
+
+
+def test_cli_evaluate_prints_the_table(runs, capsys):
+  """`evaluate` prints the model / gray / real table and the report's path (exit 0); a bad step
+  exits 2."""
+  flags = types.SimpleNamespace(workdir=runs[1])
+  assert cli.evaluate(flags, ['--step', '6', '--inception-weights', 'none']) == 0
+  text = capsys.readouterr().out
+  assert 'gray baseline' in text and 'real photos' in text and 'report.html' in text
+  assert cli.evaluate(flags, ['--step', '4', '--inception-weights', 'none']) == 2

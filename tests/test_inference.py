@@ -1,0 +1,384 @@
+"""Tests of restoring a run and colorizing photos of any size, kind and mode."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from colorize_jax import checkpoints
+from colorize_jax import cli
+from colorize_jax import color
+from colorize_jax import inference
+from colorize_jax import steps
+from experiments import default
+
+IMAGE_SIZE = 32
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODERATE_STEP, VIVID_STEP = 1, 2   # checkpoints whose generators give moderate / vivid colours
+
+
+def tiny_config():
+  config = default.get_config()
+  config.image_size = IMAGE_SIZE
+  config.batch_size = 2
+  config.model.width = 4
+  return config
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  """A run with two checkpoints of a random generator whose output layer is scaled up.
+
+  An untrained generator's ab is ~0.2 units; scaling its last layer gives colours
+  that are moderate (step 1) or so vivid that many fall outside sRGB (step 2).
+  """
+  root = tmp_path_factory.mktemp('run')
+  config = tiny_config()
+  gan = steps.GAN.from_config(config)
+  state = gan.init(jax.random.PRNGKey(0), IMAGE_SIZE)
+  checkpoints.save_config(root, config)
+  ckpts = checkpoints.Checkpoints(root)
+  for step, scale in ((MODERATE_STEP, 100.0), (VIVID_STEP, 500.0)):
+    params = dict(state.generator.params)
+    params['to_ab'] = {'kernel': params['to_ab']['kernel'] * scale,
+                       'bias': params['to_ab']['bias'] + np.array([0.1, 0.2], np.float32)}
+    saved = state.replace(step=np.int32(step), generator=state.generator.replace(params=params))
+    ckpts.save(step, saved, {'epoch': step})
+  ckpts.close()
+  return str(root)
+
+
+@pytest.fixture(scope='module')
+def vivid(workdir):
+  return inference.Colorizer.from_workdir(workdir, VIVID_STEP, batch_size=2)
+
+
+@pytest.fixture(scope='module')
+def moderate(workdir):
+  return inference.Colorizer.from_workdir(workdir, MODERATE_STEP, batch_size=2)
+
+
+def photo(height, width, seed=0):
+  """A smooth colour photo stand-in: random colour blocks, bilinearly enlarged; uint8 [H, W, 3]."""
+  blocks = np.random.default_rng(seed).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+  return np.asarray(Image.fromarray(blocks).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def lightness(rgb):
+  rgb = np.asarray(rgb)
+  scale = 65535.0 if rgb.dtype == np.uint16 else 255.0 if rgb.dtype == np.uint8 else 1.0
+  return np.asarray(color.rgb_to_lab(rgb[..., :3].astype(np.float32) / scale))[..., 0]
+
+
+def chroma(rgb):
+  lab = np.asarray(color.rgb_to_lab(np.asarray(rgb)[..., :3]))
+  return np.hypot(lab[..., 1], lab[..., 2])
+
+
+def four_device_env():
+  """Environment of a subprocess whose JAX sees 4 CPU devices."""
+  env = dict(os.environ, PYTHONPATH=REPO)
+  flags = env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
+  env['XLA_FLAGS'] = flags.strip()
+  return env
+
+
+def run_flags(workdir):
+  return types.SimpleNamespace(workdir=workdir)
+
+
+# ----------------------------------------------------------------------------
+# Restore.
+
+
+def test_restore_picks_latest_given_and_missing_steps(workdir):
+  """step=None is the latest checkpoint, an int that one; a missing step or selection is a clear
+  error."""
+  assert inference.restore(workdir).step == VIVID_STEP
+  restored = inference.restore(workdir, MODERATE_STEP)
+  assert restored.step == MODERATE_STEP and restored.epoch == MODERATE_STEP
+  with pytest.raises(FileNotFoundError, match='saved steps'):
+    inference.restore(workdir, 7)
+  with pytest.raises(FileNotFoundError, match='select'):
+    inference.restore(workdir, 'best')
+  with pytest.raises(FileNotFoundError, match='config.json'):
+    inference.restore(os.path.dirname(workdir))
+
+
+def test_restore_on_another_device_count(workdir, tmp_path):
+  """A checkpoint saved on 1 device restores on 4 (replicated there), and one saved on 4 restores on
+  1, with equal params."""
+  script = textwrap.dedent('''
+      import sys
+      import jax, numpy as np
+      from colorize_jax import checkpoints, inference
+      src, dst, npz = sys.argv[1:4]
+      assert jax.device_count() == 4, jax.devices()
+      restored = inference.restore(src, 1)
+      leaf = jax.tree.leaves(restored.state.generator.params)[0]
+      assert len(leaf.sharding.device_set) == 4 and leaf.sharding.is_fully_replicated
+      np.savez(npz, *[np.asarray(x) for x in jax.tree.leaves(restored.state)])
+      doubled = jax.jit(lambda s: s.replace(generator=s.generator.replace(
+          params=jax.tree.map(lambda p: 2 * p, s.generator.params))))(restored.state)
+      checkpoints.save_config(dst, restored.config)
+      ckpts = checkpoints.Checkpoints(dst)
+      ckpts.save(5, doubled, {'epoch': 5})
+      ckpts.close()
+  ''')
+  env = four_device_env()
+  dst, npz = tmp_path / 'saved_on_4', tmp_path / 'restored_on_4.npz'
+  result = subprocess.run([sys.executable, '-c', script, workdir, str(dst), str(npz)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  here = inference.restore(workdir, 1)
+  assert len(jax.tree.leaves(here.state)[0].sharding.device_set) == jax.device_count()
+  there = np.load(npz)
+  leaves = jax.tree.leaves(here.state)
+  assert len(there.files) == len(leaves)
+  for i, leaf in enumerate(leaves):
+    np.testing.assert_array_equal(there[f'arr_{i}'], np.asarray(leaf))
+
+  back = inference.restore(dst)
+  assert back.step == 5
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), 2 * np.asarray(b)),
+               back.state.generator.params, here.state.generator.params)
+
+
+# ----------------------------------------------------------------------------
+# Colour arithmetic.
+
+
+def test_gamut_fitting_keeps_lightness_and_hue():
+  """Out-of-gamut colours lose chroma at constant L and hue (clipping would change L); in-gamut ones
+  are untouched."""
+  rng = np.random.default_rng(0)
+  l = rng.uniform(5, 95, (64, 64)).astype(np.float32)
+  ab = rng.uniform(-100, 100, (64, 64, 2)).astype(np.float32)
+  clipped_l = np.asarray(color.rgb_to_lab(color.lab_to_rgb(np.dstack([l, ab]))))[..., 0]
+  assert np.abs(clipped_l - l).max() > 5   # plain clipping would fail the checks below
+
+  lab = np.asarray(color.rgb_to_lab(inference.lab_to_rgb_in_gamut(l, ab)))
+  np.testing.assert_allclose(lab[..., 0], l, atol=0.05)
+  kept = np.hypot(lab[..., 1], lab[..., 2]) > 5
+  angle = np.angle((lab[..., 1] + 1j * lab[..., 2]) / (ab[..., 0] + 1j * ab[..., 1]))
+  assert np.abs(angle[kept]).max() < 0.05
+  assert np.all(np.hypot(lab[..., 1], lab[..., 2]) <= np.hypot(ab[..., 0], ab[..., 1]) + 0.05)
+
+  small = rng.uniform(-5, 5, (64, 64, 2)).astype(np.float32)
+  mid = np.full((64, 64), 50.0, np.float32)
+  np.testing.assert_allclose(inference.lab_to_rgb_in_gamut(mid, small),
+                             np.asarray(color.lab_to_rgb(np.dstack([mid, small]))), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# The Python API.
+
+
+@pytest.mark.parametrize('aspect', ['stretch', 'pad'])
+@pytest.mark.parametrize('height,width', [(37, 53), (301, 199)])
+def test_full_resolution_output_keeps_input_lightness(vivid, aspect, height, width):
+  """At sizes that are not multiples of 2, the output has the input's size and its L within 1 unit,
+  with real colour."""
+  image = photo(height, width)
+  vivid.aspect = aspect
+  try:
+    out = vivid.colorize(image)
+  finally:
+    vivid.aspect = 'stretch'
+  assert out.shape == image.shape and out.dtype == np.uint8
+  assert np.abs(lightness(out) - lightness(image)).max() <= 1.0
+  assert chroma(out).mean() > 10   # colour came from the model, not a gray copy
+
+
+def test_colour_inputs_are_treated_as_their_gray_version(moderate):
+  """Two colour images with the same L (and their gray version) give the same colorization."""
+  image = photo(40, 56, seed=1).astype(np.float32) / 255.0
+  l = lightness(image)
+  other = inference.lab_to_rgb_in_gamut(l, np.full(l.shape + (2,), (-30.0, 40.0), np.float32))
+  gray = inference.lab_to_rgb_in_gamut(l, np.zeros(l.shape + (2,), np.float32))
+  assert np.abs(lightness(other) - l).max() < 0.05 and np.abs(other - image).max() > 0.2
+  outs = moderate.colorize_batch([image, other, gray])
+  assert all(o.dtype == np.float32 for o in outs)
+  np.testing.assert_allclose(outs[1], outs[0], atol=2e-3)
+  np.testing.assert_allclose(outs[2], outs[0], atol=2e-3)
+
+
+def test_saturation_scales_ab(moderate):
+  """--saturation s multiplies the output's ab by s (0: gray), at unchanged L."""
+  image = photo(48, 48, seed=2).astype(np.float32) / 255.0
+  full, half, none = (moderate.colorize(image, saturation=s) for s in (1.0, 0.5, 0.0))
+  lab_full, lab_half, lab_none = (np.asarray(color.rgb_to_lab(x)) for x in (full, half, none))
+  inside = np.all((full > 0.002) & (full < 0.998), axis=-1)   # not cut back to the gamut
+  assert inside.mean() > 0.3 and np.hypot(*lab_full[inside][:, 1:].T).mean() > 5
+  np.testing.assert_allclose(lab_half[inside][:, 1:], 0.5 * lab_full[inside][:, 1:], atol=0.3)
+  assert np.abs(lab_none[..., 1:]).max() < 0.5
+  np.testing.assert_allclose(lab_half[..., 0], lab_full[..., 0], atol=0.05)
+  with pytest.raises(ValueError, match='saturation'):
+    moderate.colorize(image, saturation=-1)
+
+
+def test_api_returns_the_kind_it_was_given(moderate):
+  """PIL in gives PIL out, arrays give arrays of the same dtype, [H, W] gives [H, W, 3], alpha is
+  kept."""
+  rgb = photo(20, 30, seed=3)
+  alpha = np.random.default_rng(0).integers(0, 256, (20, 30), dtype=np.uint8)
+  rgba = np.dstack([rgb, alpha])
+  gray = rgb[..., 0]
+  out = moderate.colorize_batch([rgb, rgba, gray, rgb.astype(np.float64) / 255,
+                                 rgb.astype(np.uint16) * 257])
+  assert [(o.dtype, o.shape) for o in out] == [
+      (np.uint8, (20, 30, 3)), (np.uint8, (20, 30, 4)), (np.uint8, (20, 30, 3)),
+      (np.float64, (20, 30, 3)), (np.uint16, (20, 30, 3))]
+  np.testing.assert_array_equal(out[1][..., 3], alpha)
+  np.testing.assert_array_equal(out[1][..., :3], out[0])
+  assert np.abs(out[3] * 255 - out[0]).max() <= 1 and np.abs(out[4] / 257 - out[0]).max() <= 1
+
+  pil_rgba = moderate.colorize(Image.fromarray(rgba))
+  pil_gray = moderate.colorize(Image.fromarray(gray))
+  assert (pil_rgba.mode, pil_rgba.size, pil_gray.mode) == ('RGBA', (30, 20), 'RGB')
+  np.testing.assert_array_equal(np.asarray(pil_rgba)[..., 3], alpha)
+  with pytest.raises(ValueError, match=r'\[0, 1\]'):
+    moderate.colorize(rgb.astype(np.float32))
+  with pytest.raises(ValueError, match='shape'):
+    moderate.colorize(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_render_size_must_fit_the_generator(workdir):
+  """A render size the U-Net's weights cannot run at is a clear error, not a crash deep in Flax."""
+  with pytest.raises(ValueError, match='render-size 32'):
+    inference.Colorizer.from_workdir(workdir, render_size=64)
+
+
+# ----------------------------------------------------------------------------
+# Files.
+
+
+def save_odd_inputs(folder):
+  """Writes one file of each awkward kind; returns {name: the displayed rgb float [H, W, 3]}."""
+  os.makedirs(folder, exist_ok=True)
+  rgb = photo(24, 40, seed=4)
+  expected = {}
+
+  alpha = np.linspace(0, 255, 24 * 40).reshape(24, 40).astype(np.uint8)
+  Image.fromarray(np.dstack([rgb, alpha])).save(os.path.join(folder, 'rgba.png'))
+  expected['rgba'] = rgb / 255.0
+
+  gray16 = np.linspace(2000, 60000, 24 * 40).reshape(24, 40).astype(np.uint16)
+  Image.fromarray(gray16).save(os.path.join(folder, 'gray16.png'))   # mode I;16
+  expected['gray16'] = np.repeat(gray16[..., None] / 65535.0, 3, axis=-1)
+
+  Image.fromarray(rgb).convert('CMYK').save(os.path.join(folder, 'cmyk.tif'))
+  with Image.open(os.path.join(folder, 'cmyk.tif')) as img:
+    expected['cmyk'] = np.asarray(img.convert('RGB')) / 255.0
+
+  Image.fromarray(rgb[..., 1]).save(os.path.join(folder, 'gray.png'))
+  expected['gray'] = np.repeat(rgb[..., 1:2] / 255.0, 3, axis=-1)
+
+  exif = Image.Exif()
+  exif[0x0112] = 6   # stored sideways: displayed rotated 90 degrees clockwise
+  Image.fromarray(rgb).save(os.path.join(folder, 'rotated.jpg'), exif=exif, quality=95)
+  with Image.open(os.path.join(folder, 'rotated.jpg')) as img:
+    stored = np.asarray(img.convert('RGB'))
+  expected['rotated'] = np.rot90(stored, k=-1) / 255.0   # as displayed: [40, 24]
+  return expected
+
+
+def test_odd_inputs_keep_alpha_precision_and_orientation(moderate, tmp_path):
+  """RGBA keeps its alpha, 16-bit gray its full range, CMYK and gray work, EXIF rotation shows
+  upright; L is kept."""
+  expected = save_odd_inputs(tmp_path / 'in')
+  jobs, missing = inference.plan_jobs([str(tmp_path / 'in')], str(tmp_path / 'out'))
+  assert not missing and len(jobs) == len(expected)
+  summary = moderate.colorize_files(jobs, progress=False)
+  assert not summary.failed and len(summary.written) == len(expected)
+  for name, want in expected.items():
+    with Image.open(tmp_path / 'out' / f'{name}.png') as img:
+      out = np.asarray(img)
+      mode = img.mode
+    assert out.shape[:2] == want.shape[:2], name
+    assert np.abs(lightness(out) - lightness(want.astype(np.float32))).max() <= 1.0, name
+    assert mode == ('RGBA' if name == 'rgba' else 'RGB'), name
+  with Image.open(tmp_path / 'in' / 'rgba.png') as src:
+    with Image.open(tmp_path / 'out' / 'rgba.png') as dst:
+      np.testing.assert_array_equal(np.asarray(dst)[..., 3], np.asarray(src)[..., 3])
+
+
+def test_output_names_mirror_inputs(tmp_path):
+  """Outputs mirror input paths under --out as .png; a.jpg and a.png do not collide; missing inputs
+  are listed."""
+  from colorize_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  assert inference.IMAGE_EXTENSIONS == input_pipeline.IMAGE_EXTENSIONS   # folders read alike
+  for rel in ('a.jpg', 'a.png', 'sub/b.png', 'sub/deeper/c.tiff', 'notes.txt', '.hidden.png'):
+    path = tmp_path / 'in' / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'')
+  out = str(tmp_path / 'out')
+  jobs, missing = inference.plan_jobs([str(tmp_path / 'in'), str(tmp_path / 'none.jpg')], out)
+  assert {os.path.relpath(j.destination, out) for j in jobs} == {
+      'a.jpg.png', 'a.png.png', os.path.join('sub', 'b.png'),
+      os.path.join('sub', 'deeper', 'c.png')}
+  assert missing == [(str(tmp_path / 'none.jpg'), 'no such file or folder')]
+  jobs, _ = inference.plan_jobs([str(tmp_path / 'in' / 'sub' / '*.png'),
+                                 str(tmp_path / 'in' / 'a.jpg')], out)
+  assert {os.path.relpath(j.destination, out) for j in jobs} == {
+      'a.png', os.path.join('sub', 'b.png')}
+
+
+def test_cli_refuses_to_overwrite_inputs(workdir, tmp_path, capsys):
+  """An --out that would replace an input is refused (exit 2) before anything is written."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  Image.fromarray(photo(20, 20)).save(folder / 'x.png')
+  before = (folder / 'x.png').read_bytes()
+  assert cli.colorize(run_flags(workdir), [str(folder), '--out', str(folder)]) == 2
+  assert cli.colorize(run_flags(workdir), [str(folder / 'x.png'), '--out', str(folder)]) == 2
+  assert 'inputs are never overwritten' in capsys.readouterr().err
+  assert (folder / 'x.png').read_bytes() == before
+  assert sorted(os.listdir(folder)) == ['x.png']
+
+
+def test_cli_skips_and_reports_unreadable_files(workdir, tmp_path, capsys):
+  """Unreadable files are reported and skipped, the rest written, and the exit code is 1."""
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  Image.fromarray(photo(20, 30)).save(folder / 'good.png')
+  (folder / 'garbage.jpg').write_bytes(b'not an image at all')
+  Image.fromarray(photo(64, 64)).save(folder / 'whole.png')
+  (folder / 'truncated.png').write_bytes((folder / 'whole.png').read_bytes()[:200])
+  out = tmp_path / 'out'
+  code = cli.colorize(run_flags(workdir), [str(folder), '--out', str(out), '--no-progress'])
+  err = capsys.readouterr().err
+  assert code == 1
+  assert 'garbage.jpg' in err and 'truncated.png' in err
+  assert sorted(os.listdir(out)) == ['good.png', 'whole.png']
+  assert cli.colorize(run_flags(workdir), [str(tmp_path / 'nowhere'), '--out', str(out)]) == 2
+
+
+def test_launch_colorize_smoke_on_four_devices(workdir, moderate, tmp_path):
+  """`launch.py colorize --step N` runs end to end (on 4 devices) and writes what the 1-device API
+  computes."""
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  for i, (h, w) in enumerate([(30, 45), (33, 20), (32, 32)]):
+    Image.fromarray(photo(h, w, seed=i)).save(folder / f'p{i}.png')
+  env = four_device_env()
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'launch.py'), 'colorize', '--workdir', workdir,
+       '--step', str(MODERATE_STEP), str(folder), '--out', str(tmp_path / 'out'),
+       '--batch-size', '2', '--no-progress'],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '3 images written' in result.stdout
+  for i in range(3):
+    with Image.open(folder / f'p{i}.png') as img:
+      want = moderate.colorize(img)
+    with Image.open(tmp_path / 'out' / f'p{i}.png') as img:
+      got = np.asarray(img)
+    assert np.abs(got.astype(int) - np.asarray(want).astype(int)).max() <= 1
