@@ -49,9 +49,9 @@ def unet_depth(image_size: int) -> int:
   return depth
 
 
-def encoder_widths(image_size: int, width: int = 64) -> list[int]:
-  """Output channels of the encoder levels: width * 2^i, capped at 8 * width."""
-  return [min(width * 2 ** i, 8 * width) for i in range(unet_depth(image_size))]
+def encoder_widths(depth: int, width: int = 64) -> list[int]:
+  """Output channels of the `depth` encoder levels: width * 2^i, capped at 8 * width."""
+  return [min(width * 2 ** i, 8 * width) for i in range(depth)]
 
 
 def _check_norm(norm: str) -> None:
@@ -86,6 +86,9 @@ class Generator(nn.Module):
     num_dropout_levels: how many decoder levels (from the bottleneck out) drop out.
     conv_impl: 'fast' | 'plain', see `layers`.
     dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
+    depth: encoder levels; None: log2 of the input size (a 1x1 bottleneck). A net
+      built for one size (depth fixed) also runs on any multiple of 2^depth, e.g.
+      to colorize at a higher resolution than it was trained at.
   """
   width: int = 64
   norm: str = 'batch'
@@ -93,13 +96,18 @@ class Generator(nn.Module):
   num_dropout_levels: int = 3
   conv_impl: str = 'fast'
   dtype: Any = None
+  depth: int | None = None
 
   @nn.compact
   def __call__(self, l_norm: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     n, height, width, channels = l_norm.shape
     if height != width or channels != 1:
       raise ValueError(f'Generator expects [N, S, S, 1] with S a power of two, got {l_norm.shape}')
-    widths = encoder_widths(height, self.width)
+    depth = unet_depth(height) if self.depth is None else self.depth
+    if height % 2 ** depth:
+      raise ValueError(f'This generator has {depth} levels: its input size must be a multiple '
+                       f'of {2 ** depth}, got {height}')
+    widths = encoder_widths(depth, self.width)
     # A norm makes a preceding bias redundant.
     biased = self.norm == 'none'
 
@@ -188,8 +196,13 @@ def init_variables(module: nn.Module, rng: jnp.ndarray, *inputs: jnp.ndarray) ->
     return jax.jit(functools.partial(module.init, train=False))(rng, *inputs)
 
 
-def make_models(model_config, dtype: Any = None) -> tuple[Generator, Discriminator]:
-  """Builds (generator, discriminator) from `config.model` (see experiments/default.py)."""
+def make_models(model_config, dtype: Any = None,
+                image_size: int | None = None) -> tuple[Generator, Discriminator]:
+  """Builds (generator, discriminator) from `config.model` (see experiments/default.py).
+
+  With `image_size`, the generator's depth is fixed to that size's (log2), so that
+  it can later run at other sizes too.
+  """
   _check_norm(model_config.norm)
   layers._check_impl(model_config.conv_impl)
   if not 0.0 <= model_config.dropout < 1.0:
@@ -199,7 +212,8 @@ def make_models(model_config, dtype: Any = None) -> tuple[Generator, Discriminat
   generator = Generator(width=model_config.width, norm=model_config.norm,
                         dropout=model_config.dropout,
                         num_dropout_levels=model_config.num_dropout_levels,
-                        conv_impl=model_config.conv_impl, dtype=dtype)
+                        conv_impl=model_config.conv_impl, dtype=dtype,
+                        depth=None if image_size is None else unet_depth(image_size))
   discriminator = Discriminator(width=model_config.width, num_layers=model_config.disc_layers,
                                 norm=model_config.norm, conv_impl=model_config.conv_impl,
                                 dtype=dtype)

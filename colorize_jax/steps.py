@@ -66,7 +66,8 @@ class GAN:
     if dtype_name not in COMPUTE_DTYPES:
       raise ValueError(f'model.compute_dtype must be one of {list(COMPUTE_DTYPES)}, '
                        f'got {dtype_name!r}')
-    generator, discriminator = models.make_models(config.model, COMPUTE_DTYPES[dtype_name])
+    generator, discriminator = models.make_models(config.model, COMPUTE_DTYPES[dtype_name],
+                                                   config.image_size)
     if not 0.0 < config.loss.real_label <= 1.0:
       raise ValueError(f'loss.real_label must be in (0, 1], got {config.loss.real_label}')
     if config.loss.l1_weight < 0 or config.loss.d_loss_scale <= 0:

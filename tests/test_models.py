@@ -128,3 +128,17 @@ def test_make_models_rejects_bad_config_values(field, value):
   config[field] = value
   with pytest.raises(ValueError, match=field):
     models.make_models(config)
+
+
+def test_generator_of_fixed_depth_runs_at_larger_sizes():
+  """A generator built for 32x32 (5 levels) colorizes 64x64 and 96x96 inputs with the same
+  parameters, and refuses sizes that are not multiples of 2^5."""
+  gen = models.Generator(width=4, depth=models.unet_depth(32))
+  variables, _ = _init_shapes(gen, jnp.zeros((1, 32, 32, 1)))
+  for size in (64, 96):
+    out = jax.eval_shape(lambda v, x: gen.apply(v, x, train=False), variables,
+                         jnp.zeros((1, size, size, 1)))
+    assert out.shape == (1, size, size, 2)
+  with pytest.raises(ValueError, match='multiple of 32'):
+    jax.eval_shape(lambda v, x: gen.apply(v, x, train=False), variables,
+                   jnp.zeros((1, 48, 48, 1)))
