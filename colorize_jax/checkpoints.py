@@ -11,6 +11,11 @@
 
 orbax writes each checkpoint to a temporary directory and renames it when
 complete, so a run killed mid-save leaves the previous checkpoints intact.
+
+`Checkpoints.restore` reads a whole state (to resume training);
+`Checkpoints.restore_subtree` reads only some of its arrays (e.g. a net's
+weights without its optimizer state, for inference), with orbax's partial
+restore: the arrays left out are never read from disk.
 """
 
 import json
@@ -24,6 +29,7 @@ import orbax.checkpoint as ocp
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
+STATE_ITEM = 'state'
 
 
 def save_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
@@ -84,8 +90,12 @@ class Checkpoints:
       raise FileNotFoundError(f'No checkpoints in {workdir} ({directory} does not exist).')
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            read_only=read_only)
+    # How the manager names step folders, for `restore_subtree`.
+    self._step_names = ocp.step.standard_name_format(
+        step_prefix=options.step_prefix,
+        step_format_fixed_length=options.step_format_fixed_length)
     self._manager = ocp.CheckpointManager(directory, options=options,
-                                          item_names=('state', 'meta'))
+                                          item_names=(STATE_ITEM, 'meta'))
 
   @property
   def directory(self) -> epath.Path:
@@ -120,17 +130,59 @@ class Checkpoints:
     Raises:
       FileNotFoundError: if there is no such checkpoint.
     """
+    step = self._check_step(step)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored.state, dict(restored.meta)
+
+  def restore_subtree(self, abstract_subtree: dict[str, Any],
+                      step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restores only some arrays of checkpoint `step` (default: the latest).
+
+    Args:
+      abstract_subtree: nested dicts that name, by the saved state's attribute
+        and key names, the parts to read, with `jax.ShapeDtypeStruct` leaves
+        (with shardings for this run's devices); e.g. {'generator': {'params':
+        abstract.generator.params, 'batch_stats': abstract.generator.batch_stats}}
+        reads the generator's weights and not its optimizer state.
+      step: which checkpoint; None for the latest.
+
+    Returns:
+      (subtree, meta): the subtree has the structure of `abstract_subtree`, with
+      arrays; nothing outside it is read from disk.
+
+    Raises:
+      FileNotFoundError: if there is no such checkpoint.
+      ValueError: if the checkpoint lacks a part of `abstract_subtree`.
+    """
+    step = self._check_step(step)
+    # The manager's 'state' handler is the StandardCheckpointHandler its saves
+    # registered, which has no partial restore; a PyTree checkpointer reads the
+    # same files (StandardSave writes a PyTree checkpoint).
+    path = ocp.step.find_step_path(self.directory, self._step_names, step=step) / STATE_ITEM
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_subtree)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      subtree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+          item=abstract_subtree, restore_args=restore_args, partial_restore=True))
+    # orbax hands back the abstract leaf for a path the checkpoint lacks.
+    missing = [jax.tree_util.keystr(p) for p, leaf in jax.tree_util.tree_leaves_with_path(subtree)
+               if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if missing:
+      raise ValueError(f'Checkpoint {step} in {self.directory} has no {", ".join(missing[:5])}'
+                       + (f' (and {len(missing) - 5} more)' if len(missing) > 5 else '') + '.')
+    return subtree, self.read_meta(step)
+
+  def _check_step(self, step: int | None) -> int:
+    """`step`, or the latest step if None; raises FileNotFoundError if it is not saved."""
     steps = self.all_steps()
     if step is None:
       if not steps:
         raise FileNotFoundError(f'No checkpoint in {self.directory}.')
-      step = steps[-1]
-    elif step not in steps:
+      return steps[-1]
+    if step not in steps:
       raise FileNotFoundError(f'No checkpoint at step {step} in {self.directory}; '
                               f'saved steps: {steps}')
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored.state, dict(restored.meta)
+    return step
 
   def read_meta(self, step: int) -> dict[str, Any]:
     """The JSON metadata of checkpoint `step`, without loading the state."""

@@ -68,6 +68,7 @@ import tqdm
 
 from colorize_jax import checkpoints
 from colorize_jax import color
+from colorize_jax import images as images_lib
 from colorize_jax import inception
 from colorize_jax import inference
 from colorize_jax import input_pipeline
@@ -186,18 +187,16 @@ def _first(images: input_pipeline.ImageSet, n: int | None) -> input_pipeline.Ima
 def _folder_signature(root: str) -> str:
   """A hash of the image files under root: relative paths, sizes, modification times."""
   entries = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames.sort()
-    for name in sorted(filenames):
-      if name.lower().endswith(input_pipeline.IMAGE_EXTENSIONS) and not name.startswith('.'):
-        path = os.path.join(dirpath, name)
-        st = os.stat(path)
-        entries.append(f'{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}')
+  for path in images_lib.list_images(root):
+    st = os.stat(path)
+    entries.append(f'{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}')
   return _sha('\n'.join(entries), 32)
 
 
 def validation_data(config: ml_collections.ConfigDict, max_images: int | None = None) -> EvalData:
   """The run's validation split (`input_pipeline.build_splits(config.data).val`).
+
+  Only the validation split is built: the training images are not scanned.
 
   Args:
     config: the run's config.
@@ -213,7 +212,7 @@ def validation_data(config: ml_collections.ConfigDict, max_images: int | None = 
     key['files'] = _folder_signature(folder) if os.path.isdir(folder) else None
 
   def build():
-    splits = input_pipeline.build_splits(data)
+    splits = input_pipeline.build_splits(data, splits=('val',))
     return _first(splits.val, max_images), {}
 
   limit = f', first {max_images}' if max_images else ''
@@ -222,16 +221,9 @@ def validation_data(config: ml_collections.ConfigDict, max_images: int | None = 
 
 
 def _check_photo(path: str) -> str:
-  """'ok', 'unreadable: ...' or 'grayscale' for one file."""
-  try:
-    picture = inference.load_picture(path)
-  except inference.UnreadableImage as e:
-    return f'unreadable: {e}'
-  thumb = Image.fromarray(inference.to_uint8(picture.rgb))
-  thumb.thumbnail((32, 32), Image.Resampling.BILINEAR)
-  if input_pipeline.chroma_spread(np.asarray(thumb)) < input_pipeline.GRAY_TOLERANCE:
-    return 'grayscale'
-  return 'ok'
+  """'ok', 'unreadable: ...' or 'grayscale' for one file (`images.check`, as training data)."""
+  status, detail = images_lib.check(path)
+  return f'unreadable: {detail}' if status == 'corrupt' else status
 
 
 def folder_data(folder: str, max_images: int | None = None) -> EvalData:
@@ -250,7 +242,7 @@ def folder_data(folder: str, max_images: int | None = None) -> EvalData:
   key = {'folder': root, 'files': _folder_signature(root), 'max_images': max_images}
 
   def build():
-    paths = inference.list_images(root)
+    paths = images_lib.list_images(root)
     with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
       status = list(pool.map(_check_photo, paths))
     skipped: dict[str, list[str]] = {}
@@ -807,9 +799,8 @@ def write_report(result: dict[str, Any], directory: epath.PathLike) -> None:
   examples = result.pop('_examples', {})
   if examples:
     grid = visualize.comparison_grid([examples['gray'], examples['model'], examples['real']])
-    # inference.save_png replaces an existing file (visualize.save_png's rename would not).
-    inference.save_png(grid, directory / EXAMPLES_FILE)
-    inference.save_png(_thumb_strip(examples['model']), directory / THUMBS_FILE)
+    images_lib.save_png(grid, directory / EXAMPLES_FILE)
+    images_lib.save_png(_thumb_strip(examples['model']), directory / THUMBS_FILE)
   _write_text(directory / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True))
 
   e = html.escape

@@ -3,16 +3,22 @@
   colorizer = Colorizer.from_workdir('runs/paper', step='best')
   colour = colorizer.colorize(PIL.Image.open('old.jpg'))   # PIL in, PIL out
 
-Restore: `restore(workdir, step)` reads the run's config.json and one orbax
-checkpoint (the latest, the one `select` recorded in workdir/best.json, or a
-given step) into a state replicated over *this* machine's devices, whatever
-number of devices saved it.
+Restore: `restore(workdir, step)` reads the run's config.json and the nets'
+weights from one orbax checkpoint (the latest, the one `select` recorded in
+workdir/best.json, or a given step) into a state replicated over *this*
+machine's devices, whatever number of devices saved it. Only the weights are
+read (orbax partial restore), never the Adam states, which are twice their size;
+a `Colorizer` reads only the generator's.
 
 Full resolution, as Zhang et al. (2016), DeOldify and DDColor do it: the
-generator sees L resized to its square render size (its training size), its ab
-is resized back to the original size (bilinear; Pillow's resampling is
-antialiased when it shrinks) and joined with the original, full-resolution L.
-Only chroma comes from the model, so every detail of the photo survives.
+generator sees L resized to its square render size, its ab is resized back to
+the original size (bilinear; Pillow's resampling is antialiased when it
+shrinks) and joined with the original, full-resolution L. Only chroma comes from
+the model, so every detail of the photo survives. The render size is the
+training size S = 2^depth by default; the U-Net's depth is fixed when it is
+trained, so it also runs at any multiple of 2^depth (2S, 3S, ...). It learnt
+from S-pixel inputs: whether a larger render size colours a photo better is
+for the photos at hand to show.
 
 Aspect ratio: the whole image is stretched to the square render size and its ab
 stretched back ('stretch', the default), rather than fitted inside the square
@@ -32,11 +38,12 @@ its lightness and hue) but has its chroma reduced, at constant L and hue, to
 the gamut boundary (a 10-step bisection on the out-of-gamut pixels only). So
 the output's L equals the input's L up to 8-bit rounding (< 0.5 L units).
 
-Inputs: files Pillow reads, in any mode: EXIF orientation is applied (the
-output is upright as displayed); gray, palette, CMYK and colour images are
-turned into their CIELAB lightness (colour inputs are colorized as their gray
-version); 16-bit gray is read at full precision; alpha is kept and copied into
-the output unchanged. Outputs are 8-bit RGB (or RGBA) PNG.
+Inputs: files Pillow reads, in any mode (decoded by `images.load_picture`):
+EXIF orientation is applied (the output is upright as displayed); gray,
+palette, CMYK and colour images are turned into their CIELAB lightness (colour
+inputs are colorized as their gray version); 16-bit gray is read at full
+precision; alpha is kept and copied into the output unchanged. Outputs are
+8-bit RGB (or RGBA) PNG, written atomically by `images.save_png`.
 
 Pixel-wise conversions at full resolution run as jitted functions over fixed-
 size chunks of flattened pixels, so images of every size share three compiled
@@ -60,31 +67,22 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
-from PIL import ImageOps
 import tqdm
 
 from colorize_jax import checkpoints
 from colorize_jax import color
+from colorize_jax import images
 from colorize_jax import parallel
 from colorize_jax import steps
 
 BEST_FILE = 'best.json'
-# input_pipeline.IMAGE_EXTENSIONS, repeated so that colorizing does not import
-# TensorFlow (5 s of a CLI call); tests/test_inference.py checks they agree.
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
+NETS = ('generator', 'discriminator')
 ASPECT_MODES = ('stretch', 'pad')
 UPSAMPLE_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC}
 
 # Flattened-pixel chunk sizes: a handful of compiled shapes for all image sizes.
 _PIXEL_CHUNKS = (1 << 12, 1 << 15, 1 << 18)
 _GAMUT_BISECTION_STEPS = 10   # chroma to 1/1024 of the model's: < 0.16 ab units
-_MODES_16BIT = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
-_ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
-
-
-class UnreadableImage(ValueError):
-  """An input file could not be read as an image; the message says which and why."""
-
 
 # ----------------------------------------------------------------------------
 # Restore.
@@ -98,7 +96,9 @@ class Restored:
     workdir: the run's directory.
     config: the run's config (from workdir/config.json).
     gan: the static model built from it.
-    state: the `GANState`, every leaf replicated over `mesh`.
+    state: the `GANState` without optimizer states: step, rng and, for each
+      restored net, its params and batch_stats (opt_state None); a net that
+      was not asked for is None. Every leaf replicated over `mesh`.
     step: the checkpoint's global train step.
     meta: the checkpoint's JSON metadata (epoch, validation metrics, ...).
     mesh: this machine's device mesh.
@@ -211,123 +211,50 @@ def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
 
 
 def restore(workdir: epath.PathLike, step: int | str | None = None, *,
-            mesh: jax.sharding.Mesh | None = None) -> Restored:
-  """Restores a run's checkpoint, replicated over this machine's devices.
+            mesh: jax.sharding.Mesh | None = None,
+            nets: Sequence[str] = NETS) -> Restored:
+  """Restores the weights of a run's checkpoint, replicated over this machine's devices.
 
-  The checkpoint may have been saved from any number of devices: orbax reads
-  it into the shardings of `steps.abstract_state` on this machine's mesh.
+  Only the step, the RNG key and the params and batch statistics of `nets` are
+  read from disk (`checkpoints.Checkpoints.restore_subtree`); the optimizer
+  states, twice the size of the params, never are. The checkpoint may have been
+  saved from any number of devices: orbax reads it into the shardings of
+  `steps.abstract_state` on this machine's mesh.
 
   Args:
     workdir: the run's directory (config.json and checkpoints/).
     step: see `resolve_step` (None: the latest; 'best'; an int).
     mesh: devices to replicate onto; default a mesh of all local devices.
+    nets: which nets to restore, some of ('generator', 'discriminator').
 
   Returns:
     The `Restored` checkpoint.
 
   Raises:
     FileNotFoundError: not a run, no such checkpoint, no selection for 'best'.
-    ValueError: a bad `step` or a config the code cannot build.
+    ValueError: a bad `step` or `nets`, or a config the code cannot build.
   """
+  unknown = sorted(set(nets) - set(NETS))
+  if unknown or not nets:
+    raise ValueError(f'nets={tuple(nets)!r}: expected some of {NETS}.')
   workdir = epath.Path(os.path.abspath(os.fspath(workdir)))
   config = checkpoints.load_config(workdir)
   mesh = mesh if mesh is not None else parallel.make_mesh()
   gan = steps.GAN.from_config(config)
   abstract = steps.abstract_state(gan, config.image_size, parallel.replicated(mesh))
+  wanted = {'step': abstract.step, 'rng': abstract.rng}
+  for name in nets:
+    net = getattr(abstract, name)
+    wanted[name] = {'params': net.params, 'batch_stats': net.batch_stats}
   with _open_checkpoints(workdir) as ckpts:
     chosen = resolve_step(workdir, step, ckpts.all_steps())
-    state, meta = ckpts.restore(abstract, chosen)
+    tree, meta = ckpts.restore_subtree(wanted, chosen)
+  weights = {name: steps.NetState(params=tree[name]['params'],
+                                  batch_stats=tree[name]['batch_stats'], opt_state=None)
+             if name in tree else None for name in NETS}
+  state = steps.GANState(step=tree['step'], rng=tree['rng'], **weights)
   return Restored(workdir=workdir, config=config, gan=gan, state=state, step=chosen,
                   meta=meta, mesh=mesh)
-
-
-# ----------------------------------------------------------------------------
-# Reading and writing pictures.
-
-
-@dataclasses.dataclass
-class Picture:
-  """One input, decoded for colorization.
-
-  Attributes:
-    rgb: float32 [H, W, 3] in [0, 1], sRGB as displayed (gray inputs replicated).
-    alpha: the input's alpha [H, W] (uint8, uint16 or float, as given), or None.
-  """
-  rgb: np.ndarray
-  alpha: np.ndarray | None = None
-
-
-def picture_from_pil(img: Image.Image) -> Picture:
-  """Decodes a Pillow image of any mode, EXIF orientation applied.
-
-  16-bit and 32-bit integer gray is scaled by 1/65535 (full precision), float
-  gray ('F') taken as [0, 1] if it fits there, else as [0, 255]; alpha
-  (RGBA, LA, PA, palette or RGB transparency) is kept as uint8.
-
-  Raises:
-    Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
-  """
-  img = ImageOps.exif_transpose(img)
-  if img.mode in _MODES_16BIT or img.mode == 'F':
-    arr = np.asarray(img, dtype=np.float64)
-    if img.mode == 'F':
-      arr = arr if arr.size and arr.max() <= 1.0 else arr / 255.0
-    else:
-      arr = arr / 65535.0
-    gray = np.clip(arr, 0.0, 1.0).astype(np.float32)
-    return Picture(np.repeat(gray[..., None], 3, axis=-1))
-  has_alpha = img.mode in _ALPHA_MODES or (
-      'transparency' in img.info and img.mode in ('P', 'L', 'RGB'))
-  if has_alpha:
-    rgba = np.asarray(img.convert('RGBA'))
-    return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy())
-  return Picture(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0)
-
-
-def load_picture(path: str | os.PathLike) -> Picture:
-  """Reads an image file as it is displayed (see `picture_from_pil`).
-
-  Raises:
-    UnreadableImage: missing, not an image, truncated or otherwise broken.
-  """
-  try:
-    with Image.open(path) as img:
-      img.load()
-      picture = picture_from_pil(img)
-  except Exception as e:  # pylint: disable=broad-except
-    # Pillow reports broken files with many exception types (OSError,
-    # SyntaxError, ValueError, DecompressionBombError, ...): all mean "unreadable".
-    raise UnreadableImage(f'{path}: {type(e).__name__}: {e}') from e
-  if min(picture.rgb.shape[:2]) < 1:
-    raise UnreadableImage(f'{path}: empty image ({picture.rgb.shape[1]}x{picture.rgb.shape[0]})')
-  return picture
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-  """Float in [0, 1] -> uint8, rounded and clipped."""
-  return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
-def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None) -> None:
-  """Writes rgb (uint8 [H, W, 3], or float in [0, 1]) and optional alpha [H, W] as a PNG.
-
-  Alpha of another type than uint8 (uint16, float in [0, 1]) is scaled to 8 bits.
-  The file appears complete or not at all (written to a temporary name, renamed).
-  """
-  rgb = rgb if rgb.dtype == np.uint8 else to_uint8(rgb)
-  if alpha is not None:
-    if alpha.dtype == np.uint16:
-      alpha = (alpha.astype(np.uint32) * 255 + 32767) // 65535
-    elif alpha.dtype != np.uint8:
-      alpha = to_uint8(alpha)
-    image = Image.fromarray(np.dstack([rgb, alpha.astype(np.uint8)]))
-  else:
-    image = Image.fromarray(rgb)
-  path = os.fspath(path)
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = path + '.tmp'
-  image.save(tmp, format='PNG')
-  os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------
@@ -438,16 +365,17 @@ def _render_input(l: np.ndarray, size: int, aspect: str) -> tuple[np.ndarray, _P
 # The colorizer.
 
 
-def _as_picture(image: Any) -> tuple[Picture, Callable[[np.ndarray, Picture], Any]]:
+def _as_picture(image: Any) -> tuple[images.Picture,
+                                     Callable[[np.ndarray, images.Picture], Any]]:
   """Decodes a PIL image or an array; returns it and a function making the output kind.
 
   The function takes the colorized rgb float32 [H, W, 3] in [0, 1] and the picture.
   """
   if isinstance(image, Image.Image):
-    picture = picture_from_pil(image)
+    picture = images.picture_from_pil(image)
 
     def to_pil(rgb, pic):
-      rgb8 = to_uint8(rgb)
+      rgb8 = images.to_uint8(rgb)
       if pic.alpha is None:
         return Image.fromarray(rgb8)
       return Image.fromarray(np.dstack([rgb8, pic.alpha.astype(np.uint8)]))
@@ -483,11 +411,11 @@ def _as_picture(image: Any) -> tuple[Picture, Callable[[np.ndarray, Picture], An
     rgb = values[..., :3]
     if arr.shape[-1] == 4:
       alpha = arr[..., 3].copy()
-  picture = Picture(np.ascontiguousarray(rgb), alpha)
+  picture = images.Picture(np.ascontiguousarray(rgb), alpha)
 
   def to_array(rgb, pic):
     if out_dtype == np.uint8:
-      out = to_uint8(rgb)
+      out = images.to_uint8(rgb)
     elif out_dtype == np.uint16:
       out = np.clip(np.rint(rgb * 65535.0), 0, 65535).astype(np.uint16)
     else:
@@ -517,8 +445,8 @@ class Colorizer:
       gan: the static model.
       generator: the generator's `NetState` (params and batch statistics).
       image_size: the size the generator was trained at.
-      render_size: the square size the generator runs at (default image_size);
-        the generator must be able to run at it (see `check_render_size`).
+      render_size: the square size the generator runs at (default image_size):
+        any multiple of 2^depth, the generator's depth (see `check_render_size`).
       batch_size: render-size images per generator call (rounded up to a
         multiple of the device count).
       mesh: devices (default all local devices).
@@ -542,7 +470,7 @@ class Colorizer:
     self._generator = jax.device_put(
         steps.NetState(params=generator.params, batch_stats=generator.batch_stats,
                        opt_state=None), parallel.replicated(self.mesh))
-    check_render_size(gan, self._generator, self.render_size, image_size)
+    check_render_size(gan, self.render_size, image_size)
     self._predict = _predict_fn(gan, self.mesh)
 
   @classmethod
@@ -552,7 +480,7 @@ class Colorizer:
 
     Keyword arguments go to the constructor (render_size, batch_size, aspect, ...).
     """
-    restored = restore(workdir, step, mesh=kwargs.pop('mesh', None))
+    restored = restore(workdir, step, mesh=kwargs.pop('mesh', None), nets=('generator',))
     return cls(restored.gan, restored.state.generator, restored.config.image_size,
                mesh=restored.mesh, step=restored.step, workdir=restored.workdir, **kwargs)
 
@@ -574,7 +502,7 @@ class Colorizer:
       out.append(np.asarray(self._predict(self._generator, part))[:valid])
     return np.concatenate(out) if out else np.zeros((0, r, r, 2), np.float32)
 
-  def _prepare(self, picture: Picture) -> tuple[np.ndarray, np.ndarray, _Placement]:
+  def _prepare(self, picture: images.Picture) -> tuple[np.ndarray, np.ndarray, _Placement]:
     l = lightness(picture.rgb)
     small, placement = _render_input(l, self.render_size, self.aspect)
     return l, small, placement
@@ -642,15 +570,16 @@ class Colorizer:
     def read(job):
       """(job, error, alpha, (L, render-size L, placement)); only L and alpha are kept."""
       try:
-        picture = load_picture(job.source)
-      except UnreadableImage as e:
+        picture = images.load_picture(job.source)
+      except images.UnreadableImage as e:
         return job, str(e), None, None
       return job, None, picture.alpha, self._prepare(picture)
 
     def write(item):
       (job, _, alpha, (l, _, placement)), ab_small = item
       try:
-        save_png(self._finish(l, ab_small, placement, saturation), job.destination, alpha)
+        images.save_png(self._finish(l, ab_small, placement, saturation), job.destination,
+                        alpha)
       except OSError as e:
         return job, f'{job.destination}: cannot write: {e}'
       return job, None
@@ -697,24 +626,32 @@ def _predict_fn(gan: steps.GAN, mesh: jax.sharding.Mesh) -> Callable[..., Any]:
   return _PREDICT_FNS[key]
 
 
-def check_render_size(gan: steps.GAN, generator: steps.NetState, render_size: int,
-                      image_size: int) -> None:
+def check_render_size(gan: steps.GAN, render_size: int, image_size: int) -> None:
   """Raises ValueError unless the generator can run on [N, render_size, render_size, 1].
 
-  models.Generator sets its depth from its input size (log2 S levels down to a
-  1x1 bottleneck), so weights trained at S have no layers for another size.
+  `models.make_models` fixes the U-Net's depth at its training size S = 2^depth
+  (a 1x1 bottleneck there), and a net of that depth runs at any multiple of
+  2^depth: 2S gives a 2x2 bottleneck, and so on. A generator whose depth
+  follows its input (depth None) has layers for its training size only.
+
+  Args:
+    gan: the static model.
+    render_size: the square size to run at.
+    image_size: the size the generator was trained at.
   """
-  if render_size == image_size:
+  depth = gan.generator.depth
+  if depth is None:
+    if render_size != image_size:
+      raise ValueError(
+          f'This generator\'s depth follows its input size, so its weights fit its training '
+          f'size only: use --render-size {image_size}, got {render_size}.')
     return
-  try:
-    jax.eval_shape(lambda g: steps.generate_ab(gan, g, jnp.zeros((1, render_size, render_size, 1))),
-                   generator)
-  except Exception as e:  # pylint: disable=broad-except
+  multiple = 2 ** depth
+  if render_size < 1 or render_size % multiple:
     raise ValueError(
-        f'This generator was trained at {image_size}x{image_size} and cannot run at '
-        f'{render_size}x{render_size}: the U-Net\'s depth follows its input size (log2 of it, '
-        f'down to a 1x1 bottleneck), so these weights have no layers for another size. '
-        f'Use --render-size {image_size}. ({type(e).__name__}: {str(e)[:200]})') from None
+        f'This generator ({depth} levels, trained at {image_size}x{image_size}) runs at square '
+        f'sizes that are multiples of {multiple}, e.g. --render-size {multiple} or '
+        f'{2 * multiple}; got {render_size}.')
 
 
 def _check_saturation(saturation: float) -> None:
@@ -748,19 +685,6 @@ def _has_glob(text: str) -> bool:
   return any(c in text for c in '*?[')
 
 
-def list_images(root: str, skip: str | None = None) -> list[str]:
-  """Image files under root with `IMAGE_EXTENSIONS`, sorted; hidden entries and the folder `skip`
-  left out."""
-  found = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.')
-                         and os.path.realpath(os.path.join(dirpath, d)) != skip)
-    found.extend(os.path.join(dirpath, name) for name in filenames
-                 if not name.startswith('.')
-                 and name.lower().endswith(IMAGE_EXTENSIONS))
-  return sorted(found)
-
-
 def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tuple[str, str]]]:
   """Expands inputs (files, folders, globs) into jobs writing PNGs under out_dir.
 
@@ -768,7 +692,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   (a single folder: paths inside it; files of one folder: their names), with
   the extension replaced by .png; where two inputs would then collide (a.jpg and
   a.png) both keep their full names (a.jpg.png, a.png.png). Folders are searched
-  recursively for files with `IMAGE_EXTENSIONS`, leaving out
+  recursively for files with `images.IMAGE_EXTENSIONS`, leaving out
   out_dir if it lies inside them; files named explicitly are tried whatever
   their extension.
 
@@ -788,7 +712,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   missing = []
   for arg in inputs:
     if os.path.isdir(arg):
-      files.extend((path, os.path.abspath(arg)) for path in list_images(arg, out_real))
+      files.extend((path, os.path.abspath(arg)) for path in images.list_images(arg, out_real))
     elif os.path.exists(arg):
       files.append((arg, os.path.dirname(os.path.abspath(arg))))
     elif _has_glob(arg):
@@ -797,7 +721,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
         missing.append((arg, 'no file matches this pattern'))
       for match in matches:
         if os.path.isdir(match):
-          files.extend((p, os.path.abspath(match)) for p in list_images(match, out_real))
+          files.extend((p, os.path.abspath(match)) for p in images.list_images(match, out_real))
         else:
           files.append((match, os.path.dirname(os.path.abspath(match))))
     else:

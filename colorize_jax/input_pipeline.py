@@ -9,7 +9,8 @@ Three sources, chosen by `config.data.source`:
   so that a quickstart runs offline.
 
 `build_splits` resolves a source once (listing, validating and filtering
-files); `train_batches` and `val_batches` then stream batches
+files; only the validation split, if that is all a caller needs);
+`train_batches` and `val_batches` then stream batches
 `{'image': uint8 [local_batch, H, W, 3]}` (plus a bool `'mask'` for
 validation). Colour conversion to CIELAB happens later, on the device.
 
@@ -25,27 +26,18 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import importlib.resources
-import io
 import os
 from typing import Any, Iterator, Sequence
 
 from absl import logging
 import ml_collections
 import numpy as np
-from PIL import ExifTags
 from PIL import Image
-from PIL import ImageOps
 import tensorflow as tf
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
+from colorize_jax import images as images_lib
 
-# An image is grayscale when the mean over the pixels of a <= 32 px thumbnail
-# of max(R, G, B) - min(R, G, B) is below this (0..255 scale). That leaves room
-# for JPEG chroma noise in gray photos saved as RGB (spread < 1), while colour
-# photos sit well above it: of the 3,110 shared training photos the six below
-# it are plain black or white crops (spread <= 0.7), the next one is at 3.2.
-GRAY_TOLERANCE = 2.0
-_THUMB_SIZE = 32
+SPLITS = ('train', 'val')
 
 # Random resized crop: aspect ratios as in Inception / torchvision.
 _CROP_ASPECT_RATIO = (3 / 4, 4 / 3)
@@ -175,8 +167,8 @@ class Splits:
   """What a source resolved to.
 
   Attributes:
-    train: the training images.
-    val: the validation images (fixed order).
+    train: the training images (empty if not built).
+    val: the validation images (fixed order; empty if not built).
     train_epoch_size: training examples per epoch: `num_train`, or
       `config.data.samples_per_epoch` when set (the `samples` source has ~10
       photos: an epoch then visits each many times, each time with another
@@ -204,41 +196,9 @@ class Splits:
 # Decoding (shared by the build-time scan and the pipeline).
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-  """Any Pillow image as 8-bit RGB.
-
-  16-bit gray is scaled by 1/257 (Pillow's own convert would clip it at 255);
-  16-bit colour already arrives as 8-bit RGB from Pillow (the high byte).
-  Transparency is composited over white, so that transparent regions are a
-  known colour instead of whatever RGB was stored under alpha 0.
-  """
-  if img.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'):
-    arr = np.asarray(img, dtype=np.float64)
-    if img.mode == 'F' and arr.size and arr.max() <= 1.0:
-      arr = arr * 255.0
-    elif img.mode != 'F':
-      arr = arr / 257.0
-    img = Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
-  has_alpha = img.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
-      'transparency' in img.info and img.mode in ('P', 'L', 'RGB'))
-  if has_alpha:
-    rgba = img.convert('RGBA')
-    white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert('RGB')
-  return img.convert('RGB')
-
-
-def _exif_orientation(img: Image.Image) -> int:
-  try:
-    return int(img.getexif().get(ExifTags.Base.Orientation, 1))
-  except Exception:  # pylint: disable=broad-except
-    # A malformed EXIF block must not reject an otherwise readable image.
-    return 1
-
-
 def _tf_can_decode(img: Image.Image) -> bool:
   """Whether tf.io.decode_{jpeg,png} gives the same picture as Pillow."""
-  if _exif_orientation(img) != 1:
+  if images_lib.exif_orientation(img) != 1:
     return False
   if img.format == 'JPEG':
     return img.mode == 'RGB'
@@ -250,28 +210,8 @@ def _tf_can_decode(img: Image.Image) -> bool:
   return False
 
 
-def pil_decode(data: bytes) -> np.ndarray:
-  """Decodes one encoded image with Pillow, as it is meant to be seen.
-
-  Args:
-    data: the bytes of an image file (any format Pillow reads).
-
-  Returns:
-    rgb uint8 [H, W, 3], EXIF orientation applied, alpha composited over
-    white, 16-bit scaled to 8-bit.
-  """
-  with Image.open(io.BytesIO(data)) as img:
-    return np.asarray(_to_rgb(ImageOps.exif_transpose(img)), dtype=np.uint8)
-
-
-def chroma_spread(rgb: np.ndarray) -> float:
-  """Mean over pixels of max(R,G,B) - min(R,G,B); rgb uint8 [H, W, 3] -> [0, 255]."""
-  rgb = np.asarray(rgb, dtype=np.int16)
-  return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean()) if rgb.size else 0.0
-
-
 def _scan_one(source: str | bytes) -> tuple[str, bool]:
-  """Validates one image and checks it has colour.
+  """Validates one image and checks it has colour (`images.check`).
 
   Args:
     source: a file path, or the file's bytes.
@@ -280,26 +220,8 @@ def _scan_one(source: str | bytes) -> tuple[str, bool]:
     (status, needs_pil): status is 'ok', 'corrupt' or 'grayscale'; needs_pil
     says whether the pipeline must decode it with Pillow.
   """
-  try:
-    with Image.open(source if isinstance(source, str) else io.BytesIO(source)
-                    ) as img:
-      if img.format == 'JPEG':
-        # DCT-domain downscaling (up to 1/8): the entropy-coded data is still
-        # all decoded, so truncation is caught, but the rest is much cheaper.
-        img.draft(img.mode if img.mode in ('RGB', 'L') else None,
-                  (_THUMB_SIZE, _THUMB_SIZE))
-      img.load()
-      needs_pil = not _tf_can_decode(img)
-      thumb = _to_rgb(img)
-      thumb.thumbnail((_THUMB_SIZE, _THUMB_SIZE), Image.Resampling.BILINEAR)
-      if min(thumb.size) < 1:
-        return 'corrupt', True
-      gray = chroma_spread(np.asarray(thumb)) < GRAY_TOLERANCE
-      return ('grayscale' if gray else 'ok'), needs_pil
-  except Exception:  # pylint: disable=broad-except
-    # Pillow signals bad files with many exception types (OSError,
-    # SyntaxError, ValueError, DecompressionBombError, ...): all mean "skip".
-    return 'corrupt', True
+  status, tf_can_decode = images_lib.check(source, inspect=_tf_can_decode)
+  return status, status == 'corrupt' or not tf_can_decode
 
 
 def _scan(sources: Sequence[str | bytes]) -> list[tuple[str, bool]]:
@@ -320,7 +242,7 @@ def _decode_tf(data: tf.Tensor, needs_pil: tf.Tensor) -> tf.Tensor:
         lambda: tf.io.decode_png(data, channels=3, dtype=tf.uint8))
 
   def with_pil():
-    return tf.numpy_function(pil_decode, [data], tf.uint8, stateful=False)
+    return tf.numpy_function(images_lib.load_rgb8, [data], tf.uint8, stateful=False)
 
   image = tf.cond(needs_pil, with_pil, with_tf)
   return tf.ensure_shape(image, [None, None, 3])
@@ -329,34 +251,47 @@ def _decode_tf(data: tf.Tensor, needs_pil: tf.Tensor) -> tf.Tensor:
 # ----------------------------------------------------------------------------
 # Sources.
 
+# A split that was not asked for.
+_EMPTY = ImageSet(names=(), pixels=())
 
-def build_splits(data_config: ml_collections.ConfigDict) -> Splits:
+
+def build_splits(data_config: ml_collections.ConfigDict,
+                 splits: Sequence[str] = SPLITS) -> Splits:
   """Resolves `data_config.source` into training and validation images.
 
   Args:
     data_config: `config.data` (experiments/default.py). Reads source,
       tfds_data_dir, folder, num_train, num_val, val_fraction and, if present,
       samples_per_epoch.
+    splits: which splits to build, some of ('train', 'val'). The others are
+      left empty and not read at all: `splits=('val',)` (evaluation) never
+      scans or decodes a training image. A split's images do not depend on
+      whether the other one is built.
 
   A folder with train/ and val/ subfolders uses them; any other folder is
   split by photo (`split_by_photo`). Every file is checked with Pillow once
   (a 1/8-scale decode for JPEG: ~1 ms a file).
 
   Returns:
-    The Splits. Corrupt and grayscale files are skipped, counted in
-    `stats` and logged in one warning line.
+    The Splits (`stats` has an entry per built split; an unbuilt training
+    split has train_epoch_size 0). Corrupt and grayscale files are skipped,
+    counted in `stats` and logged in one warning line.
 
   Raises:
-    ValueError: unknown source, bad values, or no usable images.
+    ValueError: unknown source or split, bad values, or no usable images.
     FileNotFoundError: the folder or the TFDS data is not there.
   """
+  wanted = tuple(split for split in SPLITS if split in splits)
+  unknown = sorted(set(splits) - set(SPLITS))
+  if unknown or not wanted:
+    raise ValueError(f'splits={tuple(splits)!r}: expected some of {SPLITS}.')
   source = data_config.source
   if source == 'places365_nature':
-    train, val, stats = _places_splits(data_config)
+    built, stats = _places_splits(data_config, wanted)
   elif source == 'folder':
-    train, val, stats = _folder_splits(data_config)
+    built, stats = _folder_splits(data_config, wanted)
   elif source == 'samples':
-    train, val, stats = _sample_splits()
+    built, stats = _sample_splits(wanted)
   else:
     raise ValueError(
         f'config.data.source={source!r}: expected one of '
@@ -366,21 +301,21 @@ def build_splits(data_config: ml_collections.ConfigDict) -> Splits:
     raise ValueError(
         f'config.data.samples_per_epoch={samples_per_epoch}: must be >= 1 '
         '(or None for one pass over the training set).')
-  return Splits(train=train, val=val,
-                train_epoch_size=int(samples_per_epoch or len(train)),
+  train = built.get('train', _EMPTY)
+  return Splits(train=train, val=built.get('val', _EMPTY),
+                train_epoch_size=int(samples_per_epoch or len(train))
+                if 'train' in built else 0,
                 stats=stats)
 
 
 def _log_skips(where: str, stats: dict[str, Any],
                examples: dict[str, list[str]]) -> None:
   parts = []
-  for split in ('train', 'val'):
-    s = stats[split]
+  for split, s in stats.items():
     parts.append(f"{split}: {s['kept']} kept of {s['files']}, "
                  f"{s['corrupt']} corrupt, {s['grayscale']} grayscale")
   line = f'{where}: ' + '; '.join(parts)
-  skipped = sum(stats[s]['corrupt'] + stats[s]['grayscale']
-                for s in ('train', 'val'))
+  skipped = sum(s['corrupt'] + s['grayscale'] for s in stats.values())
   if skipped:
     for reason in ('corrupt', 'grayscale'):
       if examples[reason]:
@@ -406,14 +341,8 @@ def _filter_scanned(names, sources, split, stats, examples):
 
 
 def _list_images(root: str) -> list[str]:
-  """Image files under root, as sorted paths relative to root."""
-  found = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-    for name in filenames:
-      if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS):
-        found.append(os.path.relpath(os.path.join(dirpath, name), root))
-  return sorted(found)
+  """Image files under root (`images.list_images`), as sorted paths relative to root."""
+  return [os.path.relpath(path, root) for path in images_lib.list_images(root)]
 
 
 def photo_stem(relpath: str) -> str:
@@ -459,7 +388,7 @@ def split_by_photo(relpaths: Sequence[str],
   return train, val
 
 
-def _folder_splits(data_config):
+def _folder_splits(data_config, wanted):
   root = data_config.folder
   if not root:
     raise ValueError("config.data.source='folder' needs config.data.folder.")
@@ -478,29 +407,32 @@ def _folder_splits(data_config):
     train_rel, val_rel = split_by_photo(_list_images(root), val_fraction)
   if not train_rel and not val_rel:
     raise ValueError(
-        f'No image files ({", ".join(IMAGE_EXTENSIONS)}) under {root!r}.')
+        f'No image files ({", ".join(images_lib.IMAGE_EXTENSIONS)}) under '
+        f'{root!r}.')
 
   stats, examples = {}, {'corrupt': [], 'grayscale': []}
-  sets = []
+  sets = {}
   for split, rel in (('train', train_rel), ('val', val_rel)):
+    if split not in wanted:
+      continue
     names, paths, needs_pil = _filter_scanned(
         rel, [os.path.join(root, p) for p in rel], split, stats, examples)
-    sets.append(ImageSet(names=tuple(names), paths=tuple(paths),
-                         needs_pil=needs_pil))
+    sets[split] = ImageSet(names=tuple(names), paths=tuple(paths),
+                           needs_pil=needs_pil)
   _log_skips(f'Image folder {root!r}', stats, examples)
-  if not sets[0]:
+  if 'train' in sets and not sets['train']:
     raise ValueError(
         f'No usable colour training images under {root!r} '
         f"({stats['train']['files']} files: {stats['train']['corrupt']} "
         f"corrupt, {stats['train']['grayscale']} grayscale).")
-  if not sets[1]:
+  if 'val' in sets and not sets['val']:
     logging.warning('Image folder %r: no validation images.', root)
-  return sets[0], sets[1], stats
+  return sets, stats
 
 
 def _decode_sample(data: bytes) -> np.ndarray:
   """Encoded sample photo -> rgb uint8 [h, w, 3], short side <= 512."""
-  rgb = pil_decode(data)
+  rgb = images_lib.load_rgb8(data)
   scale = _SAMPLE_MAX_SHORT_SIDE / min(rgb.shape[:2])
   if scale >= 1:
     return rgb
@@ -509,7 +441,7 @@ def _decode_sample(data: bytes) -> np.ndarray:
       size, Image.Resampling.LANCZOS, reducing_gap=3.0))
 
 
-def _sample_splits():
+def _sample_splits(wanted):
   names, blobs = [], []
   for package, filename in _SAMPLE_PHOTOS:
     try:
@@ -523,17 +455,17 @@ def _sample_splits():
     raise FileNotFoundError(
         'No sample photos found in scikit-image / scikit-learn.')
   stats, examples = {}, {'corrupt': [], 'grayscale': []}
-  sets = []
-  for split in ('train', 'val'):
+  sets = {}
+  for split in wanted:
     pick = [i for i, n in enumerate(names) if (n in _SAMPLE_VAL) == (
         split == 'val')]
     kept_names, kept_blobs, _ = _filter_scanned(
         [names[i] for i in pick], [blobs[i] for i in pick], split, stats,
         examples)
-    sets.append(ImageSet(names=tuple(kept_names), pixels=tuple(
-        _decode_sample(b) for b in kept_blobs)))
+    sets[split] = ImageSet(names=tuple(kept_names), pixels=tuple(
+        _decode_sample(b) for b in kept_blobs))
   _log_skips('Sample photos', stats, examples)
-  return sets[0], sets[1], stats
+  return sets, stats
 
 
 def _places_gray_flags(images: tf.Tensor) -> tf.Tensor:
@@ -546,12 +478,13 @@ def _places_gray_flags(images: tf.Tensor) -> tf.Tensor:
   def decode_full():
     return tf.image.resize(tf.io.decode_image(
         images, channels=3, expand_animations=False),
-                           [_THUMB_SIZE, _THUMB_SIZE], method='area')
+                           [images_lib.THUMB_SIZE, images_lib.THUMB_SIZE],
+                           method='area')
 
   small = tf.cond(tf.io.is_jpeg(images), lambda: tf.cast(
       decode_small(), tf.float32), decode_full)
   spread = tf.reduce_max(small, axis=-1) - tf.reduce_min(small, axis=-1)
-  return tf.reduce_mean(spread) < GRAY_TOLERANCE
+  return tf.reduce_mean(spread) < images_lib.GRAY_TOLERANCE
 
 
 def _places_take(split: str, count: int, data_dir: str | None,
@@ -604,26 +537,28 @@ def _places_take(split: str, count: int, data_dir: str | None,
                  'grayscale': gray}
 
 
-def _places_splits(data_config):
+def _places_splits(data_config, wanted):
   num_train, num_val = int(data_config.num_train), int(data_config.num_val)
   if num_train < 1 or num_val < 0:
     raise ValueError(f'config.data.num_train={num_train} must be >= 1 and '
                      f'num_val={num_val} >= 0.')
   classes = data_config.get('places_classes', None) or PLACES365_NATURE_CLASSES
   data_dir = data_config.tfds_data_dir
-  stats, sets = {}, []
+  stats, sets = {}, {}
   for split, tfds_split, count in (('train', 'train', num_train),
                                    ('val', 'validation', num_val)):
+    if split not in wanted:
+      continue
     blobs, stats[split] = (
         _places_take(tfds_split, count, data_dir, classes) if count else
         ([], {'files': 0, 'kept': 0, 'corrupt': 0, 'grayscale': 0}))
-    sets.append(ImageSet(
+    sets[split] = ImageSet(
         names=tuple(f'places365_small/{tfds_split}/{i}'
                     for i in range(len(blobs))),
-        blobs=tuple(blobs)))
+        blobs=tuple(blobs))
   _log_skips('places365_small nature', stats,
              {'corrupt': [], 'grayscale': []})
-  return sets[0], sets[1], stats
+  return sets, stats
 
 
 # ----------------------------------------------------------------------------

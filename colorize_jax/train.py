@@ -26,6 +26,7 @@ import tqdm
 
 from colorize_jax import checkpoints
 from colorize_jax import color
+from colorize_jax import images
 from colorize_jax import input_pipeline
 from colorize_jax import metrics as metrics_lib
 from colorize_jax import parallel
@@ -180,22 +181,22 @@ class _Validator:
 
   def _write_samples(self, state, epoch: int) -> None:
     if self._sample_images is None:
-      images = []
+      picked = []
       for local in input_pipeline.val_batches(
           self._splits, image_size=self._config.image_size,
           global_batch_size=self._config.batch_size):
-        images.append(local['image'][local['mask']])
-        if sum(len(x) for x in images) >= self._config.num_sample_images:
+        picked.append(local['image'][local['mask']])
+        if sum(len(x) for x in picked) >= self._config.num_sample_images:
           break
-      self._sample_images = np.concatenate(images)[:self._config.num_sample_images]
+      self._sample_images = np.concatenate(picked)[:self._config.num_sample_images]
     if not len(self._sample_images):
       return
     generated = parallel.fetch(self._colorize(
         state, parallel.replicate(self._sample_images, self._mesh)))
     grid = visualize.comparison_grid([visualize.gray_rgb(self._sample_images),
-                                      visualize.to_uint8(generated), self._sample_images])
+                                      images.to_uint8(generated), self._sample_images])
     if jax.process_index() == 0:
-      visualize.save_png(grid, self._samples_dir / f'epoch_{epoch + 1:03d}.png')
+      images.save_png(grid, self._samples_dir / f'epoch_{epoch + 1:03d}.png')
     self._writer.write_images(state_step(state), {'samples/gray_generated_real': grid[None]})
 
 

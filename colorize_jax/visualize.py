@@ -1,8 +1,8 @@
 """Image grids for people to look at: gray input | colorized | real photo."""
 
-from etils import epath
 import numpy as np
-from PIL import Image
+
+from colorize_jax import images
 
 
 def gray_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -13,22 +13,15 @@ def gray_rgb(rgb: np.ndarray) -> np.ndarray:
   from colorize_jax import color  # JAX import kept out of module import for light users
   l = np.asarray(color.rgb_to_lab(np.asarray(rgb))[..., :1])
   lab = np.concatenate([l, np.zeros(l.shape[:-1] + (2,), np.float32)], axis=-1)
-  return to_uint8(np.asarray(color.lab_to_rgb(lab)))
-
-
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-  """Float RGB in [0, 1] (or uint8) -> uint8 [..., 3], rounded and clipped."""
-  rgb = np.asarray(rgb)
-  if rgb.dtype == np.uint8:
-    return rgb
-  return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+  return images.to_uint8(np.asarray(color.lab_to_rgb(lab)))
 
 
 def comparison_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
   """Tiles images into rows (one per example) and columns (one per array).
 
   Args:
-    columns: arrays of equal shape uint8 [N, H, W, 3], e.g. [gray, generated, real].
+    columns: arrays of equal shape uint8 [N, H, W, 3] (or float in [0, 1]),
+      e.g. [gray, generated, real].
     pad: white pixels between tiles.
 
   Returns:
@@ -36,18 +29,8 @@ def comparison_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
   """
   n, h, w, _ = columns[0].shape
   grid = np.full((n * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), 255, np.uint8)
-  for col, images in enumerate(columns):
+  for col, tiles in enumerate(columns):
     for row in range(n):
       top, left = pad + row * (h + pad), pad + col * (w + pad)
-      grid[top:top + h, left:left + w] = to_uint8(images[row])
+      grid[top:top + h, left:left + w] = images.to_uint8(tiles[row])
   return grid
-
-
-def save_png(image: np.ndarray, path: epath.PathLike) -> None:
-  """Writes uint8 [H, W, 3] as PNG, via a temporary file so a reader never sees half of it."""
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / (path.name + '.tmp')
-  with tmp.open('wb') as f:
-    Image.fromarray(to_uint8(image)).save(f, format='PNG')
-  tmp.replace(path)

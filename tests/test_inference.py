@@ -103,12 +103,36 @@ def test_restore_picks_latest_given_and_missing_steps(workdir):
   assert inference.restore(workdir).step == VIVID_STEP
   restored = inference.restore(workdir, MODERATE_STEP)
   assert restored.step == MODERATE_STEP and restored.epoch == MODERATE_STEP
+  assert int(restored.state.step) == MODERATE_STEP
   with pytest.raises(FileNotFoundError, match='saved steps'):
     inference.restore(workdir, 7)
   with pytest.raises(FileNotFoundError, match='select'):
     inference.restore(workdir, 'best')
   with pytest.raises(FileNotFoundError, match='config.json'):
     inference.restore(os.path.dirname(workdir))
+
+
+def test_restore_reads_the_weights_and_no_optimizer_state(workdir):
+  """restore gives the saved weights without Adam states; a Colorizer's restore only the
+  generator's."""
+  config = checkpoints.load_config(workdir)
+  gan = steps.GAN.from_config(config)
+  ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  full, _ = ckpts.restore(steps.abstract_state(gan, IMAGE_SIZE), MODERATE_STEP)
+  ckpts.close()
+  restored = inference.restore(workdir, MODERATE_STEP)
+  for name in ('generator', 'discriminator'):
+    got, want = getattr(restored.state, name), getattr(full, name)
+    assert got.opt_state is None and jax.tree.leaves(want.opt_state)
+    jax.tree.map(np.testing.assert_array_equal, got.variables, want.variables)
+  np.testing.assert_array_equal(restored.state.rng, full.rng)
+
+  only_g = inference.restore(workdir, MODERATE_STEP, nets=('generator',)).state
+  assert only_g.discriminator is None and only_g.generator.opt_state is None
+  g_bytes = sum(x.nbytes for x in jax.tree.leaves(full.generator.variables))
+  assert sum(x.nbytes for x in jax.tree.leaves(only_g)) == g_bytes + 4 + 8   # + step, rng
+  with pytest.raises(ValueError, match='nets'):
+    inference.restore(workdir, nets=('critic',))
 
 
 def test_restore_on_another_device_count(workdir, tmp_path):
@@ -250,10 +274,24 @@ def test_api_returns_the_kind_it_was_given(moderate):
     moderate.colorize(np.zeros((4, 4, 2), np.uint8))
 
 
-def test_render_size_must_fit_the_generator(workdir):
-  """A render size the U-Net's weights cannot run at is a clear error, not a crash deep in Flax."""
-  with pytest.raises(ValueError, match='render-size 32'):
-    inference.Colorizer.from_workdir(workdir, render_size=64)
+def test_render_size_twice_the_training_size(workdir, tmp_path, capsys):
+  """At twice the training size the generator runs at 64x64 and the output has the input's size
+  and L within 1 unit, with colour; a size that is no multiple of 2^depth is a clear error."""
+  double = inference.Colorizer.from_workdir(workdir, VIVID_STEP, render_size=2 * IMAGE_SIZE,
+                                            batch_size=2)
+  assert double.predict_ab(np.zeros((1, 64, 64), np.float32)).shape == (1, 64, 64, 2)
+  image = photo(150, 101, seed=5)
+  out = double.colorize(image)
+  assert out.shape == image.shape and out.dtype == np.uint8
+  assert np.abs(lightness(out) - lightness(image)).max() <= 1.0
+  assert chroma(out).mean() > 10
+
+  with pytest.raises(ValueError, match=f'multiples of {IMAGE_SIZE}'):
+    inference.Colorizer.from_workdir(workdir, render_size=48)
+  Image.fromarray(image).save(tmp_path / 'in.png')
+  code = cli.colorize(run_flags(workdir), [str(tmp_path / 'in.png'), '--out',
+                                           str(tmp_path / 'out'), '--render-size', '48'])
+  assert code == 2 and f'multiples of {IMAGE_SIZE}' in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------
@@ -313,8 +351,6 @@ def test_odd_inputs_keep_alpha_precision_and_orientation(moderate, tmp_path):
 def test_output_names_mirror_inputs(tmp_path):
   """Outputs mirror input paths under --out as .png; a.jpg and a.png do not collide; missing inputs
   are listed."""
-  from colorize_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  assert inference.IMAGE_EXTENSIONS == input_pipeline.IMAGE_EXTENSIONS   # folders read alike
   for rel in ('a.jpg', 'a.png', 'sub/b.png', 'sub/deeper/c.tiff', 'notes.txt', '.hidden.png'):
     path = tmp_path / 'in' / rel
     path.parent.mkdir(parents=True, exist_ok=True)

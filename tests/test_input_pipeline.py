@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from colorize_jax import images as images_lib
 from colorize_jax import input_pipeline as ip
 
 SIZE = 16  # side of the test images; pipeline runs at SIZE keep pixels exact
@@ -186,14 +187,33 @@ def test_folder_decodes_odd_formats_as_displayed(odd_folder):
     assert error <= tolerance, (name, error)
 
 
-def test_pil_decode_scales_16bit_gray_instead_of_clipping():
-  """A 16-bit gray PNG decodes to round(v / 257) in all three channels, not clipped at 255."""
-  values = np.array([[0, 257, 1000], [32768, 60000, 65535]], np.uint16)
-  buf = io.BytesIO()
-  Image.fromarray(values).save(buf, 'PNG')
-  rgb = ip.pil_decode(buf.getvalue())
-  want = np.round(values / 257).astype(np.uint8)
-  np.testing.assert_array_equal(rgb, np.repeat(want[..., None], 3, axis=-1))
+def test_validation_split_alone_never_reads_training_files(odd_folder, tmp_path,
+                                                          monkeypatch):
+  """splits=('val',) gives the same validation images and counts as a full build, without scanning
+  a training file (so broken training data does not stop an evaluation)."""
+  config = _data_config(folder=odd_folder['root'])
+  both = ip.build_splits(config)
+  scanned = []
+  scan_one = ip._scan_one
+  monkeypatch.setattr(ip, '_scan_one', lambda source: scanned.append(source) or scan_one(source))
+  val = ip.build_splits(config, splits=('val',))
+  assert len(scanned) == both.stats['val']['files']
+  assert not [s for s in scanned if os.sep + 'train' + os.sep in s]
+  assert val.val.names == both.val.names and list(val.val.needs_pil) == list(both.val.needs_pil)
+  assert val.stats == {'val': both.stats['val']}
+  assert val.num_train == 0 and val.train_epoch_size == 0
+
+  _write_noise_pngs(tmp_path / 'val', ['v.png'], 500)
+  (tmp_path / 'train').mkdir()
+  (tmp_path / 'train' / 'broken.jpg').write_bytes(b'not a jpeg')
+  broken = _data_config(folder=str(tmp_path))
+  with pytest.raises(ValueError, match='training images'):
+    ip.build_splits(broken)
+  assert ip.build_splits(broken, splits=('val',)).val.names == ('val/v.png',)
+  with pytest.raises(ValueError, match='splits'):
+    ip.build_splits(broken, splits=('test',))
+  samples = ip.build_splits(_data_config(source='samples'), splits=('val',))
+  assert samples.num_val == 2 and samples.num_train == 0 and set(samples.stats) == {'val'}
 
 
 def test_folder_split_by_photo_keeps_crops_together(tmp_path):
@@ -383,7 +403,8 @@ def test_samples_source_works_offline():
   batch = next(ip.train_batches(splits, config, image_size=32,
                                 global_batch_size=4, seed=0, epoch=0))
   assert batch['image'].shape == (4, 32, 32, 3) and batch['image'].dtype == np.uint8
-  assert all(ip.chroma_spread(img) > ip.GRAY_TOLERANCE for img in batch['image'])
+  assert all(images_lib.chroma_spread(img) > images_lib.GRAY_TOLERANCE
+             for img in batch['image'])
 
 
 def test_places_nature_classes_are_places365_small_labels():

@@ -1,0 +1,335 @@
+"""Image files: listing, decoding with Pillow, grayscale detection and atomic PNG writing.
+
+The one place where image files are read and written; the input pipeline,
+inference, evaluation and the sample grids all go through it. It imports only
+Pillow and NumPy (no TensorFlow, no JAX), so that colorizing a photo does not pay
+for TensorFlow's import.
+
+Decoding shows an image as it is meant to be seen, whatever its mode:
+
+* EXIF orientation is applied (the result is upright as displayed);
+* palette, gray, CMYK and colour images become RGB (gray replicated);
+* 16-bit and 32-bit integer gray is scaled by 1/65535 and float gray ('F') is
+  taken as [0, 1] if it fits there, else as [0, 255] (Pillow's own conversion
+  would clip them at 255); 16-bit colour arrives from Pillow as 8 bits already;
+* transparency (RGBA, LA, PA, or a palette / gray / RGB transparency colour) is
+  either kept as a separate alpha channel (`load_picture`) or composited over
+  white (`load_rgb8`), so that transparent regions are a known colour instead of
+  whatever RGB was stored under alpha 0.
+
+`load_picture` keeps full precision (float32 in [0, 1]) and alpha, for
+colorizing; `load_rgb8` gives uint8 RGB, for training and evaluation batches.
+Both come from the same decoder, so `load_rgb8(x)` is `round(255 *
+load_picture(x).rgb)` wherever the image has no alpha.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+from PIL import ExifTags
+from PIL import Image
+from PIL import ImageOps
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
+
+# An image is grayscale when the mean over the pixels of a <= 32 px thumbnail
+# of max(R, G, B) - min(R, G, B) is below this (0..255 scale). That leaves room
+# for JPEG chroma noise in gray photos saved as RGB (spread < 1), while colour
+# photos sit well above it: of the 3,110 shared training photos the six below
+# it are plain black or white crops (spread <= 0.7), the next one is at 3.2.
+GRAY_TOLERANCE = 2.0
+THUMB_SIZE = 32
+
+_DEEP_GRAY_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
+_ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+
+Source = str | os.PathLike | bytes
+
+
+class UnreadableImage(ValueError):
+  """A file or buffer could not be read as an image; the message says which and why."""
+
+
+# ----------------------------------------------------------------------------
+# Listing.
+
+
+def list_images(root: str | os.PathLike, skip: str | None = None) -> list[str]:
+  """Image files under `root` (recursively, following links), sorted.
+
+  Args:
+    root: a folder.
+    skip: the real path of a folder to leave out (e.g. an output folder inside
+      the inputs), or None.
+
+  Returns:
+    Paths `os.path.join(root, ...)` of the files whose names end in one of
+    `IMAGE_EXTENSIONS` (any case); hidden files and folders (name starting with
+    '.') are left out.
+  """
+  root = os.fspath(root)
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.') and (
+        skip is None or os.path.realpath(os.path.join(dirpath, d)) != skip))
+    found.extend(os.path.join(dirpath, name) for name in filenames
+                 if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS))
+  return sorted(found)
+
+
+# ----------------------------------------------------------------------------
+# Decoding.
+
+
+@dataclasses.dataclass
+class Picture:
+  """One decoded image, as displayed.
+
+  Attributes:
+    rgb: float32 [H, W, 3] in [0, 1], sRGB (gray inputs replicated).
+    alpha: uint8 [H, W] for images with transparency (or, when built from an
+      array, its alpha as given: uint8, uint16 or float), else None.
+  """
+  rgb: np.ndarray
+  alpha: np.ndarray | None = None
+
+
+def has_alpha(img: Image.Image) -> bool:
+  """Whether a Pillow image has transparency (an alpha band or a transparent colour)."""
+  return img.mode in _ALPHA_MODES or ('transparency' in img.info and
+                                      img.mode in ('P', 'L', 'RGB'))
+
+
+def _deep_gray(img: Image.Image) -> np.ndarray:
+  """A 16/32-bit integer or float gray image -> float32 [H, W] in [0, 1], full precision."""
+  arr = np.asarray(img, dtype=np.float64)
+  if img.mode == 'F':
+    arr = arr if arr.size and arr.max() <= 1.0 else arr / 255.0
+  else:
+    arr = arr / 65535.0
+  return np.clip(arr, 0.0, 1.0).astype(np.float32)
+
+
+def _gray_to_rgb8(gray: np.ndarray) -> np.ndarray:
+  """float [H, W] in [0, 1] -> uint8 [H, W, 3], rounded."""
+  gray8 = np.clip(np.round(gray.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+  return np.repeat(gray8[..., None], 3, axis=-1)
+
+
+def to_rgb8_image(img: Image.Image) -> Image.Image:
+  """Any Pillow image (as stored, no EXIF rotation) as an 8-bit 'RGB' image.
+
+  Deep gray is scaled as in `picture_from_pil` and rounded; transparency is
+  composited over white.
+  """
+  if img.mode in _DEEP_GRAY_MODES:
+    return Image.fromarray(_gray_to_rgb8(_deep_gray(img)))
+  if has_alpha(img):
+    rgba = img.convert('RGBA')
+    white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert('RGB')
+  return img.convert('RGB')
+
+
+def picture_from_pil(img: Image.Image) -> Picture:
+  """Decodes a Pillow image of any mode, EXIF orientation applied.
+
+  Args:
+    img: an open Pillow image.
+
+  Returns:
+    The `Picture`: rgb float32 [H, W, 3] in [0, 1] (deep gray at full
+    precision), alpha uint8 [H, W] kept separately, or None.
+
+  Raises:
+    Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
+  """
+  img = ImageOps.exif_transpose(img)
+  if img.mode in _DEEP_GRAY_MODES:
+    return Picture(np.repeat(_deep_gray(img)[..., None], 3, axis=-1))
+  if has_alpha(img):
+    rgba = np.asarray(img.convert('RGBA'))
+    return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy())
+  return Picture(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0)
+
+
+def _name(source: Source) -> str:
+  return f'<{len(source)} bytes>' if isinstance(source, bytes) else os.fspath(source)
+
+
+def _decode(source: Source, decode: Callable[[Image.Image], Any]) -> Any:
+  """Opens `source` (a path or encoded bytes) with Pillow and applies `decode`.
+
+  Raises:
+    UnreadableImage: missing, not an image, truncated or otherwise broken.
+  """
+  try:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+      img.load()
+      return decode(img)
+  except Exception as e:  # pylint: disable=broad-except
+    # Pillow reports broken files with many exception types (OSError,
+    # SyntaxError, ValueError, DecompressionBombError, ...): all mean "unreadable".
+    raise UnreadableImage(f'{_name(source)}: {type(e).__name__}: {e}') from e
+
+
+def load_picture(source: Source) -> Picture:
+  """Reads an image file (or its bytes) as it is displayed, see `picture_from_pil`.
+
+  Args:
+    source: a path, or the bytes of an image file (any format Pillow reads).
+
+  Returns:
+    The `Picture`: rgb float32 [H, W, 3] in [0, 1], alpha uint8 [H, W] or None.
+
+  Raises:
+    UnreadableImage: missing, not an image, truncated, empty or otherwise broken.
+  """
+  picture = _decode(source, picture_from_pil)
+  if min(picture.rgb.shape[:2]) < 1:
+    raise UnreadableImage(
+        f'{_name(source)}: empty image ({picture.rgb.shape[1]}x{picture.rgb.shape[0]})')
+  return picture
+
+
+def load_rgb8(source: Source) -> np.ndarray:
+  """Reads an image file (or its bytes) as 8-bit RGB, as it is displayed.
+
+  Args:
+    source: a path, or the bytes of an image file (any format Pillow reads).
+
+  Returns:
+    rgb uint8 [H, W, 3]: EXIF orientation applied, transparency composited over
+    white, deep gray rounded to 8 bits.
+
+  Raises:
+    UnreadableImage: missing, not an image, truncated or otherwise broken.
+  """
+  return _decode(source, lambda img: np.asarray(
+      to_rgb8_image(ImageOps.exif_transpose(img)), dtype=np.uint8))
+
+
+def exif_orientation(img: Image.Image) -> int:
+  """The EXIF orientation tag of an open image (1..8; 1, upright, when absent or unreadable)."""
+  try:
+    return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+  except Exception:  # pylint: disable=broad-except
+    # A malformed EXIF block must not reject an otherwise readable image.
+    return 1
+
+
+# ----------------------------------------------------------------------------
+# Grayscale detection.
+
+
+def chroma_spread(rgb: np.ndarray) -> float:
+  """Mean over pixels of max(R,G,B) - min(R,G,B); rgb uint8 [H, W, 3] -> [0, 255]."""
+  rgb = np.asarray(rgb, dtype=np.int16)
+  return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean()) if rgb.size else 0.0
+
+
+def thumbnail(img: Image.Image, size: int = THUMB_SIZE) -> np.ndarray:
+  """A small 8-bit copy of an open image, for cheap checks.
+
+  Args:
+    img: a Pillow image of any mode (as stored: orientation does not matter here).
+    size: the longest side of the result.
+
+  Returns:
+    rgb uint8 [h, w, 3] with max(h, w) <= size (bilinear; transparency over white).
+  """
+  thumb = to_rgb8_image(img)
+  thumb.thumbnail((size, size), Image.Resampling.BILINEAR)
+  return np.asarray(thumb, dtype=np.uint8)
+
+
+def is_grayscale(thumb: np.ndarray) -> bool:
+  """Whether a `thumbnail` (rgb uint8 [h, w, 3]) has no colour to learn or compare with."""
+  return chroma_spread(thumb) < GRAY_TOLERANCE
+
+
+def check(source: Source,
+          inspect: Callable[[Image.Image], Any] | None = None) -> tuple[str, Any]:
+  """Validates one image file cheaply and tells whether it has colour.
+
+  JPEGs are decoded at up to 1/8 scale in the DCT domain: all the entropy-coded
+  data is still read, so truncation is caught, but the rest costs much less.
+
+  Args:
+    source: a path, or the bytes of an image file.
+    inspect: called with the opened, loaded image (e.g. to look at its format
+      and mode); its result is returned for readable images.
+
+  Returns:
+    (status, detail): status 'ok', 'grayscale' or 'corrupt'; detail is what
+    `inspect` returned (None without it) or, for 'corrupt', the reason.
+  """
+  try:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+      if img.format == 'JPEG':
+        img.draft(img.mode if img.mode in ('RGB', 'L') else None, (THUMB_SIZE, THUMB_SIZE))
+      img.load()
+      detail = inspect(img) if inspect is not None else None
+      thumb = thumbnail(img)
+  except Exception as e:  # pylint: disable=broad-except
+    # Pillow signals bad files with many exception types (OSError, SyntaxError,
+    # ValueError, DecompressionBombError, ...): all mean "skip".
+    return 'corrupt', f'{_name(source)}: {type(e).__name__}: {e}'
+  if min(thumb.shape[:2]) < 1:
+    return 'corrupt', f'{_name(source)}: empty image'
+  return ('grayscale' if is_grayscale(thumb) else 'ok'), detail
+
+
+# ----------------------------------------------------------------------------
+# Writing.
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+  """Float in [0, 1] -> uint8, rounded and clipped; uint8 passes through unchanged."""
+  x = np.asarray(x)
+  if x.dtype == np.uint8:
+    return x
+  return np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None) -> None:
+  """Writes an image as PNG, creating its folder; readers never see half a file.
+
+  The PNG is written to a hidden temporary file in the same folder and renamed
+  over `path` (os.replace: atomic, replaces an existing file).
+
+  Args:
+    rgb: uint8 [H, W, 3], or float [H, W, 3] in [0, 1].
+    path: the destination.
+    alpha: optional [H, W]: uint8, uint16 (scaled to 8 bits) or float in [0, 1].
+  """
+  rgb = to_uint8(rgb)
+  if alpha is not None:
+    if alpha.dtype == np.uint16:
+      alpha = ((alpha.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    else:
+      alpha = to_uint8(alpha)
+    image = Image.fromarray(np.dstack([rgb, alpha]))
+  else:
+    image = Image.fromarray(rgb)
+  path = os.fspath(path)
+  folder, name = os.path.split(path)
+  os.makedirs(folder or '.', exist_ok=True)
+  # A unique name: concurrent writers of the same path never share a temporary file.
+  tmp = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:12]}.tmp')
+  try:
+    with open(tmp, 'xb') as f:
+      image.save(f, format='PNG')
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+

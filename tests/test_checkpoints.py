@@ -1,0 +1,89 @@
+"""Tests of a run's checkpoints: full and partial restore."""
+
+import jax
+import numpy as np
+import pytest
+
+from colorize_jax import checkpoints
+from colorize_jax import steps
+from experiments import default
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope='module')
+def saved(tmp_path_factory):
+  """A tiny GAN's state saved as checkpoints 1 and 2 (2: generator params doubled); (dir, gan,
+  state)."""
+  config = default.get_config()
+  config.image_size = IMAGE_SIZE
+  config.model.width = 4
+  gan = steps.GAN.from_config(config)
+  state = gan.init(jax.random.PRNGKey(0), IMAGE_SIZE)
+  # Adam states that differ from zero, so that a restore that mixed them up would show.
+  state = state.replace(generator=state.generator.replace(
+      opt_state=jax.tree.map(lambda x: x + 1, state.generator.opt_state)))
+  workdir = tmp_path_factory.mktemp('run')
+  ckpts = checkpoints.Checkpoints(workdir)
+  ckpts.save(1, state, {'epoch': 1})
+  doubled = state.generator.replace(params=jax.tree.map(lambda p: 2 * p, state.generator.params))
+  ckpts.save(2, state.replace(generator=doubled), {'epoch': 2})
+  ckpts.close()
+  return workdir, gan, state
+
+
+def _weights(abstract_net):
+  return {'params': abstract_net.params, 'batch_stats': abstract_net.batch_stats}
+
+
+def test_restore_subtree_reads_the_saved_weights_only(saved):
+  """A partial restore returns the saved params and batch statistics, bitwise, and nothing else:
+  no optimizer state is read."""
+  workdir, gan, state = saved
+  abstract = steps.abstract_state(gan, IMAGE_SIZE)
+  ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  tree, meta = ckpts.restore_subtree({'generator': _weights(abstract.generator)}, step=1)
+  ckpts.close()
+  assert meta == {'epoch': 1}
+  assert set(tree) == {'generator'} and set(tree['generator']) == {'params', 'batch_stats'}
+  jax.tree.map(np.testing.assert_array_equal, tree['generator'],
+               {'params': state.generator.params, 'batch_stats': state.generator.batch_stats})
+  restored_bytes = sum(x.nbytes for x in jax.tree.leaves(tree))
+  full_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+  assert restored_bytes == sum(x.nbytes for x in jax.tree.leaves(state.generator.variables))
+  assert restored_bytes < full_bytes / 3   # no Adam moments, no discriminator
+
+
+def test_restore_subtree_on_the_manager_that_saved(saved, tmp_path):
+  """Partial and full restores work on the Checkpoints object that saved, in either order, with
+  the latest step by default."""
+  _, gan, state = saved
+  abstract = steps.abstract_state(gan, IMAGE_SIZE)
+  ckpts = checkpoints.Checkpoints(tmp_path)
+  ckpts.save(3, state, {'epoch': 3})
+  ckpts.wait()
+  tree, _ = ckpts.restore_subtree({'discriminator': _weights(abstract.discriminator),
+                                   'step': abstract.step})
+  full, _ = ckpts.restore(abstract, 3)
+  again, _ = ckpts.restore_subtree({'discriminator': _weights(abstract.discriminator)}, 3)
+  ckpts.close()
+  jax.tree.map(np.testing.assert_array_equal, tree['discriminator'], full.discriminator.variables)
+  jax.tree.map(np.testing.assert_array_equal, again, {'discriminator': tree['discriminator']})
+  assert int(tree['step']) == int(state.step)
+
+
+def test_restore_subtree_of_a_later_step_and_bad_requests(saved):
+  """The requested step is the one read; a missing step or a part the checkpoint lacks is a clear
+  error, not an abstract value passed off as restored."""
+  workdir, gan, state = saved
+  abstract = steps.abstract_state(gan, IMAGE_SIZE)
+  ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  latest, meta = ckpts.restore_subtree({'generator': {'params': abstract.generator.params}})
+  assert meta['epoch'] == 2
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, 2 * np.asarray(b)),
+               latest['generator']['params'], state.generator.params)
+  with pytest.raises(FileNotFoundError, match='saved steps'):
+    ckpts.restore_subtree({'step': abstract.step}, step=7)
+  with pytest.raises(ValueError, match='weights'):
+    ckpts.restore_subtree({'generator': {'weights': abstract.generator.params}}, step=1)
+  ckpts.close()

@@ -1,0 +1,133 @@
+"""Tests of image file I/O: listing, decoding any mode, grayscale checks, atomic PNG writing."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from colorize_jax import images
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _noise(seed, h=24, w=40):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+
+
+def _png_bytes(array, **kwargs):
+  buf = io.BytesIO()
+  Image.fromarray(array, **kwargs).save(buf, 'PNG')
+  return buf.getvalue()
+
+
+def test_importing_images_loads_neither_tensorflow_nor_jax():
+  """Colorizing reads files through this module; importing it must not cost TensorFlow's import."""
+  code = ('import sys, colorize_jax.images; '
+          'print(sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "jax"}))')
+  out = subprocess.run([sys.executable, '-c', code], env=dict(os.environ, PYTHONPATH=REPO),
+                       capture_output=True, text=True, timeout=120, check=True).stdout
+  assert out.strip() == '[]'
+
+
+def test_16bit_gray_is_scaled_instead_of_clipped():
+  """16-bit gray decodes to round(v / 257) in uint8 and to v / 65535 at full precision."""
+  values = np.array([[0, 257, 1000], [32768, 60000, 65535]], np.uint16)
+  data = _png_bytes(values)
+  want = np.round(values / 257).astype(np.uint8)
+  np.testing.assert_array_equal(images.load_rgb8(data), np.repeat(want[..., None], 3, axis=-1))
+  picture = images.load_picture(data)
+  assert picture.alpha is None and picture.rgb.dtype == np.float32
+  np.testing.assert_allclose(picture.rgb, np.repeat(values[..., None] / 65535.0, 3, axis=-1),
+                             atol=1e-7)
+
+
+def _odd_files():
+  """{name: encoded bytes} of one image of each awkward mode."""
+  rgb = _noise(0)
+  alpha = np.linspace(0, 255, rgb.shape[0] * rgb.shape[1]).reshape(rgb.shape[:2])
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  files = {}
+  for name, image, fmt, kwargs in (
+      ('rgba', Image.fromarray(np.dstack([rgb, alpha.astype(np.uint8)])), 'PNG', {}),
+      ('gray', Image.fromarray(rgb[..., 0]), 'PNG', {}),
+      ('palette', Image.fromarray(rgb).quantize(16), 'PNG', {}),
+      ('cmyk', Image.fromarray(rgb).convert('CMYK'), 'TIFF', {}),
+      ('rotated', Image.fromarray(rgb), 'JPEG', {'exif': exif, 'quality': 95}),
+      ('float', Image.fromarray(rgb[..., 1].astype(np.float32) / 255.0), 'TIFF', {})):
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kwargs)
+    files[name] = buf.getvalue()
+  return files
+
+
+@pytest.mark.parametrize('name', ['rgba', 'gray', 'palette', 'cmyk', 'rotated', 'float'])
+def test_uint8_and_full_precision_decoders_agree(name):
+  """One decoder serves both: 8-bit RGB is the rounded float picture, alpha composited over white."""
+  data = _odd_files()[name]
+  rgb8 = images.load_rgb8(data)
+  picture = images.load_picture(data)
+  assert rgb8.dtype == np.uint8 and rgb8.shape == picture.rgb.shape
+  if picture.alpha is None:
+    np.testing.assert_array_equal(rgb8, np.round(picture.rgb.astype(np.float64) * 255))
+  else:
+    a = picture.alpha[..., None] / 255.0
+    over_white = picture.rgb * a + (1.0 - a)
+    assert np.abs(rgb8 - over_white * 255).max() <= 1.0
+    assert name == 'rgba' and picture.alpha.min() == 0 and picture.alpha.max() == 255
+  if name == 'rotated':   # displayed upright: stored [24, 40], shown [40, 24]
+    assert rgb8.shape[:2] == (40, 24)
+
+
+def test_unreadable_files_raise_a_clear_error(tmp_path):
+  """Missing, garbage and truncated files raise UnreadableImage naming the file."""
+  (tmp_path / 'garbage.jpg').write_bytes(b'not an image')
+  (tmp_path / 'cut.png').write_bytes(_png_bytes(_noise(1, 64, 64))[:200])
+  for name in ('garbage.jpg', 'cut.png', 'missing.png'):
+    path = str(tmp_path / name)
+    with pytest.raises(images.UnreadableImage, match=name):
+      images.load_picture(path)
+    with pytest.raises(images.UnreadableImage, match=name):
+      images.load_rgb8(path)
+
+
+def test_check_finds_corrupt_and_gray_files_and_runs_inspect():
+  """check says 'ok' for colour, 'grayscale' for gray (also gray saved as RGB), 'corrupt' for bad."""
+  gray = np.repeat(_noise(2)[..., :1], 3, axis=-1)
+  assert images.check(_png_bytes(_noise(3)), inspect=lambda img: img.format) == ('ok', 'PNG')
+  assert images.check(_png_bytes(gray))[0] == 'grayscale'
+  assert images.check(_png_bytes(gray[..., 0]))[0] == 'grayscale'
+  status, reason = images.check(b'\x89PNG garbage')
+  assert status == 'corrupt' and 'bytes' in reason
+
+
+def test_list_images_skips_hidden_non_images_and_the_skipped_folder(tmp_path):
+  """Listing finds image extensions in any case, recursively and sorted, minus hidden entries and
+  the folder to skip."""
+  for rel in ('b.PNG', 'a.jpg', 'sub/c.tiff', 'notes.txt', '.hidden.png', '.cache/d.png',
+              'out/e.png'):
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'')
+  found = images.list_images(tmp_path, skip=os.path.realpath(tmp_path / 'out'))
+  assert [os.path.relpath(p, tmp_path) for p in found] == [
+      'a.jpg', 'b.PNG', os.path.join('sub', 'c.tiff')]
+
+
+def test_save_png_replaces_atomically_and_scales_alpha(tmp_path):
+  """save_png creates folders, replaces an existing file, leaves no temporary file, keeps alpha."""
+  path = tmp_path / 'new' / 'x.png'
+  images.save_png(np.zeros((4, 5, 3), np.uint8), path)
+  rgb = np.linspace(0, 1, 4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+  alpha = np.linspace(0, 65535, 20).reshape(4, 5).astype(np.uint16)
+  images.save_png(rgb, path, alpha)
+  assert os.listdir(path.parent) == ['x.png']
+  with Image.open(path) as img:
+    out = np.asarray(img)
+  assert out.shape == (4, 5, 4)
+  np.testing.assert_array_equal(out[..., :3], images.to_uint8(rgb))
+  np.testing.assert_array_equal(out[..., 3], np.round(alpha / 257).astype(np.uint8))
