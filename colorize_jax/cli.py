@@ -6,6 +6,7 @@ import os
 import sys
 
 from absl import logging
+import numpy as np
 
 JIT_CACHE_ENV = 'COLORIZE_JAX_JIT_CACHE'
 
@@ -56,7 +57,7 @@ def train(flags, args) -> int:
 
 # Modes that parse their own options (after the mode name) with argparse; absl
 # leaves whatever it does not know to them.
-_OWN_OPTIONS = ('colorize', 'evaluate', 'select')
+_OWN_OPTIONS = ('colorize', 'evaluate', 'select', 'bench', 'turing', 'turing-report')
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 
@@ -126,8 +127,8 @@ def colorize(flags, args) -> int:
   parser.add_argument('--out', required=True, help='output folder')
   _step_options(parser)
   parser.add_argument('--render-size', type=_positive,
-                      help="the generator's square input size, a power of two "
-                      '(default and only size these U-Nets support: the training size)')
+                      help="the generator's square input size: the training size (default) "
+                      'or any multiple of it, e.g. twice it for large photos')
   parser.add_argument('--saturation', type=float, default=1.0,
                       help='factor on the predicted colours (ab); 1 = as predicted')
   parser.add_argument('--batch-size', type=_positive, default=8,
@@ -138,9 +139,6 @@ def colorize(flags, args) -> int:
   opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
   if flags.workdir is None:
     print('error: colorize needs --workdir (the training run)', file=sys.stderr)
-    return EXIT_USAGE
-  if opts.render_size and opts.render_size & (opts.render_size - 1):
-    print(f'error: --render-size must be a power of two, got {opts.render_size}', file=sys.stderr)
     return EXIT_USAGE
   if not opts.saturation >= 0:
     print(f'error: --saturation must be >= 0, got {opts.saturation}', file=sys.stderr)
@@ -273,9 +271,149 @@ def select(flags, args) -> int:
   return EXIT_OK
 
 
+def bench(flags, args) -> int:
+  """`launch.py bench --config FILE [--out FILE] [--steps N] [--parts ...]`: speed and memory."""
+  parser = argparse.ArgumentParser(prog='launch.py bench', description=bench.__doc__)
+  parser.add_argument('--out', default=None, help='JSONL file the records are appended to.')
+  parser.add_argument('--steps', type=_positive, default=10, help='timed train steps')
+  parser.add_argument('--warmup', type=int, default=2, help='untimed calls before timing')
+  parser.add_argument('--parts', default='train,infer,photo,pipeline',
+                      help='comma-separated subset of train,infer,photo,pipeline')
+  opts = parser.parse_args(args)
+  _require(flags, 'config')
+  setup_runtime()
+  from colorize_jax import bench as bench_lib  # pylint: disable=g-import-not-at-top
+  try:
+    bench_lib.run(flags.config, num_steps=opts.steps, warmup=opts.warmup,
+                  parts=tuple(p for p in opts.parts.split(',') if p), out_path=opts.out)
+  except (ValueError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  return EXIT_OK
+
+
+def _study_photos(config, data_dir: str | None, count: int, size: int):
+  """(name, rgb uint8 [size, size, 3]) of the first `count` validation photos (or --data)."""
+  from colorize_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from colorize_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  data = (evaluate_lib.folder_data(data_dir, count) if data_dir
+          else evaluate_lib.validation_data(config, count))
+  image_set, _ = data.images()
+  splits = input_pipeline.Splits(train=image_set, val=image_set, train_epoch_size=0, stats={})
+  photos = []
+  for batch in input_pipeline.val_batches(splits, image_size=size, global_batch_size=8):
+    photos.extend(batch['image'][batch['mask']])
+  return list(zip(image_set.names, photos)), data.description
+
+
+def turing(flags, args) -> int:
+  """`launch.py turing --workdir RUN [--step N | --best] [--pairs 20] [--data DIR] [--port 8000]`.
+
+  Builds (once) and serves the paper's Turing test: pairs of a real photo and the
+  model's colorization of its grayscale, "click the generated one".
+  """
+  parser = argparse.ArgumentParser(
+      prog='launch.py turing --workdir RUN',
+      description='Builds a Turing-test study (paper sec. 4) from validation photos (or --data '
+      'DIR) and the model\'s colorizations of their grayscale, then serves it. The study lives '
+      'in RUN/turing/step_<N>/ (or --study DIR); rerunning serves it again with its answers.')
+  _step_options(parser)
+  parser.add_argument('--pairs', type=_positive, default=20, help='pairs of images (paper: 20)')
+  parser.add_argument('--data', help='a folder of colour photos instead of the validation split')
+  parser.add_argument('--size', type=_positive, default=256,
+                      help='side of the square photos shown (default 256, as in the paper)')
+  parser.add_argument('--seed', type=int, default=0, help='which photos are picked')
+  parser.add_argument('--study', help='the study folder (default RUN/turing/step_<N>)')
+  parser.add_argument('--rebuild', action='store_true',
+                      help='replace an existing study and its answers')
+  parser.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
+  parser.add_argument('--port', type=int, default=8000)
+  parser.add_argument('--no-serve', action='store_true', help='build the study and exit')
+  opts = parser.parse_args(args)
+  if flags.workdir is None:
+    print('error: turing needs --workdir (the training run)', file=sys.stderr)
+    return EXIT_USAGE
+  setup_runtime()
+  from colorize_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from colorize_jax import inference  # pylint: disable=g-import-not-at-top
+  from colorize_jax import turing as turing_lib  # pylint: disable=g-import-not-at-top
+  try:
+    colorizer = inference.Colorizer.from_workdir(flags.workdir, 'best' if opts.best else opts.step)
+  except (FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  study_dir = opts.study or os.path.join(flags.workdir, 'turing', f'step_{colorizer.step}')
+  try:
+    exists = turing_lib.load_study(study_dir) is not None
+  except turing_lib.StudyError:
+    exists = False
+  if opts.rebuild or not exists:
+    try:
+      photos, description = _study_photos(checkpoints.load_config(flags.workdir), opts.data,
+                                          opts.pairs, opts.size)
+      study = turing_lib.build_study(
+          photos, lambda batch: np.stack(colorizer.colorize_batch(list(batch))), study_dir,
+          num_pairs=opts.pairs, seed=opts.seed, batched=True, overwrite=opts.rebuild)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return EXIT_USAGE
+    print(f'Built a study of {study.num_pairs} pairs from the {description} with step '
+          f'{colorizer.step} in {study_dir}.')
+  else:
+    print(f'Serving the existing study in {study_dir} (--rebuild replaces it).')
+  if not opts.no_serve:
+    turing_lib.serve(study_dir, host=opts.host, port=opts.port)
+  return EXIT_OK
+
+
+def turing_report(flags, args) -> int:
+  """`launch.py turing-report --study DIR | --workdir RUN [--step N]`: the study's results."""
+  parser = argparse.ArgumentParser(
+      prog='launch.py turing-report',
+      description='Fool rate with a 95% Wilson interval, per-pair and per-participant counts, '
+      'the paper\'s and Zhang et al.\'s figures for reference; writes results.html and '
+      'answers.csv to <study>/report/.')
+  parser.add_argument('--study', help='the study folder (default: the only one under RUN/turing)')
+  parser.add_argument('--step', type=int, help='with --workdir: the study of this step')
+  opts = parser.parse_args(args)
+  study_dir = opts.study
+  if study_dir is None:
+    if flags.workdir is None:
+      print('error: turing-report needs --study DIR or --workdir RUN', file=sys.stderr)
+      return EXIT_USAGE
+    root = os.path.join(flags.workdir, 'turing')
+    found = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    if opts.step is not None:
+      found = [f for f in found if f == f'step_{opts.step}']
+    if len(found) != 1:
+      print(f'error: {len(found)} studies under {root} ({", ".join(found) or "none"}); '
+            'pass --study DIR or --step N', file=sys.stderr)
+      return EXIT_USAGE
+    study_dir = os.path.join(root, found[0])
+  from colorize_jax import turing as turing_lib  # pylint: disable=g-import-not-at-top
+  try:
+    result = turing_lib.write_report(study_dir)
+  except turing_lib.StudyError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  overall = result['overall']
+  if not overall['answers']:
+    print('No completed participant yet (only those who answered every pair count).')
+  else:
+    low, high = overall['ci95']
+    print(f'Fooled {overall["fooled"]} of {overall["answers"]} answers: {overall["rate"]:.1%} '
+          f'(95% Wilson interval {low:.1%} to {high:.1%}); paper 23%, Zhang et al. 32%, '
+          'indistinguishable 50%.')
+  print(f'Report: {result["files"]["html"]}')
+  return EXIT_OK
+
+
 MODES = {
     'train': train,
     'colorize': colorize,
     'evaluate': evaluate,
     'select': select,
+    'bench': bench,
+    'turing': turing,
+    'turing-report': turing_report,
 }
