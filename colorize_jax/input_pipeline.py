@@ -48,27 +48,23 @@ _SHUFFLE_TAG = 0x5348
 _AUGMENT_TAG = 0x4147
 
 # Outdoor-natural scenes of Places365 (paper sec. 3: "Places, nature
-# category"), as TFDS `places365_small` names its labels (the Places category
-# '/b/badlands' is 'badlands' there). Meant to be level 1 "outdoor, natural"
-# of the Places365 "Scene hierarchy" spreadsheet (linked from
-# github.com/CSAILVision/places365), through its level-2 groups "water, ice,
-# snow", "mountains, hills, desert, sky" and "forest, field, jungle"; scenes
-# that are natural only with "man-made elements" (roads, bridges, piers, ski
-# resorts, campsites) are left out, since the paper wants nature.
-# NOT diffed against the sheet: it could not be fetched when this was written,
-# so the list was put together by hand from the 365 category names. Check it
-# against the sheet's column before a paper run; `config.data.places_classes`
-# overrides it.
+# category"): the 49 classes whose only level-1 category in Places365's "Scene
+# hierarchy" sheet (linked from github.com/CSAILVision/places365) is "outdoor,
+# natural" -- its level-2 groups "water, ice, snow", "mountains, hills, desert,
+# sky" and "forest, field, jungle". Classes the sheet puts under both "outdoor,
+# natural" and "outdoor, man-made" (cultivated fields, hayfields, vineyards,
+# rice paddies, mountain paths, parks, gardens, dams, ...) are left out.
+# Names as TFDS `places365_small` spells its labels ('/b/badlands' ->
+# 'badlands'); `config.data.places_classes` overrides the list.
 PLACES365_NATURE_CLASSES = (
     'badlands', 'bamboo_forest', 'beach', 'butte', 'canal/natural', 'canyon',
     'cliff', 'coast', 'corn_field', 'creek', 'crevasse', 'desert/sand',
-    'desert/vegetation', 'field/cultivated', 'field/wild', 'forest/broadleaf',
-    'forest_path', 'glacier', 'grotto', 'hayfield', 'hot_spring', 'ice_floe',
-    'ice_shelf', 'iceberg', 'islet', 'lagoon', 'lake/natural', 'marsh',
-    'mountain', 'mountain_path', 'mountain_snowy', 'ocean', 'orchard',
-    'pasture', 'pond', 'rainforest', 'rice_paddy', 'river', 'rock_arch', 'sky',
-    'snowfield', 'swamp', 'swimming_hole', 'tree_farm', 'tundra',
-    'underwater/ocean_deep', 'valley', 'vineyard', 'volcano', 'waterfall',
+    'desert/vegetation', 'field/wild', 'forest/broadleaf', 'forest_path',
+    'glacier', 'grotto', 'hot_spring', 'ice_floe', 'ice_shelf', 'iceberg',
+    'islet', 'lagoon', 'lake/natural', 'marsh', 'mountain', 'mountain_snowy',
+    'ocean', 'orchard', 'pasture', 'pond', 'raft', 'rainforest', 'river',
+    'rock_arch', 'sky', 'snowfield', 'swamp', 'swimming_hole', 'tree_farm',
+    'tundra', 'underwater/ocean_deep', 'valley', 'volcano', 'waterfall',
     'watering_hole', 'wave', 'wheat_field',
 )
 
