@@ -217,14 +217,20 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
                         samesite='lax', secure=request.url.scheme == 'https')
     return response
 
-  async def study_page(request: Request) -> Response:
+  async def progress_of(request: Request):
+    """(progress, None) for a known participant, or (None, a redirect to the landing page)."""
     pid = await participant(request, required=False)
-    prefix = request.scope.get('root_path', '')
     if pid is None:
       if COOKIE in request.cookies:
         raise HTTPException(403, 'unknown participant: start the study again')
-      return RedirectResponse(prefix + '/', status_code=303)
-    progress = await run_in_threadpool(db.progress, pid)
+      return None, RedirectResponse(request.scope.get('root_path', '') + '/', status_code=303)
+    return await run_in_threadpool(db.progress, pid), None
+
+  async def study_page(request: Request) -> Response:
+    progress, redirect = await progress_of(request)
+    if redirect is not None:
+      return redirect
+    prefix = request.scope.get('root_path', '')
     if progress.done:
       return RedirectResponse(prefix + '/done', status_code=303)
     current = progress.current
@@ -255,15 +261,11 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
     return RedirectResponse(request.scope.get('root_path', '') + '/study', status_code=303)
 
   async def done(request: Request) -> Response:
-    pid = await participant(request, required=False)
-    prefix = request.scope.get('root_path', '')
-    if pid is None:
-      if COOKIE in request.cookies:
-        raise HTTPException(403, 'unknown participant: start the study again')
-      return RedirectResponse(prefix + '/', status_code=303)
-    progress = await run_in_threadpool(db.progress, pid)
+    progress, redirect = await progress_of(request)
+    if redirect is not None:
+      return redirect
     if not progress.done:
-      return RedirectResponse(prefix + '/study', status_code=303)
+      return RedirectResponse(request.scope.get('root_path', '') + '/study', status_code=303)
     return render(request, 'done.html', progress=progress)
 
   async def image(request: Request) -> Response:
