@@ -583,9 +583,9 @@ class Evaluator:
     key = (restored.gan.generator, restored.gan.discriminator, self.mesh)
     if key not in _EVAL_FNS:
       replicated = parallel.replicated(self.mesh)
-      _EVAL_FNS[key] = jax.jit(functools.partial(eval_batch, gan=restored.gan),
-                               in_shardings=(replicated, parallel.batch_sharded(self.mesh)),
-                               out_shardings=replicated)
+      _EVAL_FNS[key] = steps.jit(functools.partial(eval_batch, gan=restored.gan),
+                                 in_shardings=(replicated, parallel.batch_sharded(self.mesh)),
+                                 out_shardings=replicated)
     return _EVAL_FNS[key]
 
   def _compute(self, restored: inference.Restored, seconds: dict[str, float],

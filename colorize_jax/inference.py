@@ -621,8 +621,8 @@ def _predict_fn(gan: steps.GAN, mesh: jax.sharding.Mesh) -> Callable[..., Any]:
       return color.denormalize_ab(ab_norm.astype(jnp.float32))
 
     replicated = parallel.replicated(mesh)
-    _PREDICT_FNS[key] = jax.jit(predict, in_shardings=(replicated, parallel.batch_sharded(mesh)),
-                                out_shardings=replicated)
+    _PREDICT_FNS[key] = steps.jit(predict, in_shardings=(replicated, parallel.batch_sharded(mesh)),
+                                  out_shardings=replicated)
   return _PREDICT_FNS[key]
 
 

@@ -4,9 +4,9 @@ XLA lowers a transposed convolution (and the input gradient of a strided one) to
 convolution over an input with zeros inserted between pixels (`lhs_dilation=2`),
 and autodiff gives its kernel gradient as a convolution with a dilated window. On
 the CPU both can run at well under 1 GFLOP/s, against ~100 for a matmul
-(../shared/bench, `bench_convt.py`; ../notes/perf/layers.md). Even XLA's plain
-stride-1 convolution reaches only a fraction of the matmul rate on this CPU, and
-the kernel gradient of a 2x2 convolution over a large map is slower still.
+(../shared/bench, `bench_convt.py`; ../notes/perf/layers.md). XLA:CPU also runs a
+convolution either through YNNPACK or through Eigen, and on this CPU Eigen's are up
+to 2-3x faster (`XLA_CPU_OPTIONS`, ../notes/perf/step.md).
 
 So 'fast' computes each layer as a `jax.custom_vjp` whose forward pass, input
 gradient and kernel gradient are each taken from whichever of a few equivalent
@@ -19,7 +19,12 @@ formulations measured fastest for that shape (shapes are static under jit):
 * transposed conv: 'subpixel' (four 2x2 stride-1 convs, one per output phase),
   'subpixel_matmul' (the same four phases as one batched matmul, K = 4 Cin),
   'one' (one 2x2 conv to 4 Cout over the input padded by 1, then depth-to-space and
-  a 1-pixel crop: the adjoint of 's2d'), 'one_matmul' (the same as one matmul).
+  a 1-pixel crop: the adjoint of 's2d'), 'one_matmul' (the same as one matmul);
+* 'taps'   - for few output channels: one matmul to every tap's contribution at
+             every pixel ([NHW, Cin] x [Cin, taps Cout]), then shifted adds;
+* kernel gradients written out rather than differentiated (`*_KERNEL_GRADS`):
+  the im2col products with the patches built transposed, so that the dot is one
+  YNNPACK runs fast.
 
 Every formulation computes the same function (tests/test_layers.py checks values and
 both gradients against 'plain'), so the choice only changes speed. 'plain' keeps the
@@ -28,6 +33,7 @@ shapes are those of `nn.Conv` / `nn.ConvTranspose`, so a checkpoint works with e
 """
 
 import functools
+import os
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -51,6 +57,10 @@ def _conv(x, kernel, strides=(1, 1), padding='VALID', lhs_dilation=None):
   return lax.conv_general_dilated(
       x, kernel, window_strides=strides, padding=padding, lhs_dilation=lhs_dilation,
       dimension_numbers=_DIMENSION_NUMBERS)
+
+
+_SHIFTS2 = ((0, 0), (0, 1), (1, 0), (1, 1))
+_SHIFTS4 = tuple((i, j) for i in range(KERNEL_SIZE) for j in range(KERNEL_SIZE))
 
 
 def _pad1(x: jnp.ndarray) -> jnp.ndarray:
@@ -160,12 +170,91 @@ def _s1_im2col(x, kernel):
   return jnp.dot(patches, kernel.reshape(-1, kernel.shape[3]))
 
 
+def _shift_sum(z: jnp.ndarray, taps, h: int, w: int, cout: int) -> jnp.ndarray:
+  """sum_t z[:, s:s+h, r:r+w, t-th block of cout channels] for taps t = (s, r)."""
+  return sum(z[:, s:s + h, r:r + w, t * cout:(t + 1) * cout] for t, (s, r) in enumerate(taps))
+
+
+def _s1_taps(x, kernel):
+  # For few output channels: ONE matmul gives every tap's contribution at every pixel
+  # ([NHW, Cin] x [Cin, 16 Cout], the MACs of the conv), then 16 shifted adds of a
+  # 16 Cout-channel map. Convs and im2col are memory-bound there (N = Cout = 1).
+  cin, cout = kernel.shape[2:]
+  z = jnp.dot(_pad1(x), kernel.transpose(2, 0, 1, 3).reshape(cin, 16 * cout))
+  return _shift_sum(z, _SHIFTS4, x.shape[1] - 1, x.shape[2] - 1, cout)
+
+
+def _t_taps(x, kernel):
+  # 'one' (a 2x2 conv to 4 Cout) with its four taps as one matmul and shifted adds,
+  # for the 2-channel output layer (where the 2x2 conv has only 8 output channels).
+  k = _t_kernel_one(kernel)                                     # [2, 2, Cin, 4 Cout]
+  c4 = k.shape[3]
+  z = jnp.dot(_pad1(x), k.transpose(2, 0, 1, 3).reshape(x.shape[3], 4 * c4))
+  y = _shift_sum(z, _SHIFTS2, x.shape[1] + 1, x.shape[2] + 1, c4)
+  return depth_to_space(y)[:, 1:-1, 1:-1]
+
+
+# --------------------------------------------------------------------------------------
+# Kernel gradients written out. Autodiff of an im2col formulation gives dW = P^T g as a
+# dot that contracts the patches' LEADING axis (M = N h w); XLA hands such a dot to
+# Eigen, not to YNNPACK, and on this CPU it runs at ~30 GFLOP/s. Building the patches
+# already transposed ([K, M], from a channel-major copy of x) makes dW a row-major
+# [K, M] x [M, Cout] product that YNNPACK runs 2x faster. Each is g(x, g) -> dkernel.
+# With convolutions on Eigen (`XLA_CPU_OPTIONS`), Eigen's own conv kernel gradient is
+# faster still at every layer measured, so the plans do not pick these at present.
+# --------------------------------------------------------------------------------------
+def _patches_t(xt: jnp.ndarray, offsets, h: int, w: int) -> jnp.ndarray:
+  """Channel-major im2col: xt [C, N, H, W] -> [len(offsets) C, N h w], row (o, c)."""
+  return jnp.concatenate([xt[:, :, s:s + h, r:r + w] for s, r in offsets], axis=0).reshape(
+      len(offsets) * xt.shape[0], -1)
+
+
+def _flat(g: jnp.ndarray) -> jnp.ndarray:
+  return g.reshape(-1, g.shape[-1])
+
+
+def _s2_dw_im2col_t(x, g):
+  h, w = x.shape[1] // 2, x.shape[2] // 2
+  xt = jnp.transpose(space_to_depth(_pad1(x)), (3, 0, 1, 2))
+  d2 = jnp.dot(_patches_t(xt, _SHIFTS2, h, w), _flat(g))        # [16 Cin, Cout]
+  # The inverse of `_s2_kernel_2x2` (a permutation that is its own inverse).
+  cin, cout = x.shape[3], g.shape[3]
+  return d2.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(4, 4, cin, cout)
+
+
+def _t_dw_one_matmul_t(x, g):
+  n, h, w, cin = x.shape
+  cout = g.shape[3]
+  # Cotangent of the 'one' conv's output [N, H+1, W+1, 4 Cout]: the adjoint of the crop
+  # is a zero border, that of depth_to_space is space_to_depth.
+  gy = space_to_depth(_pad1(g))
+  xt = jnp.transpose(_pad1(x), (3, 0, 1, 2))
+  d = jnp.dot(_patches_t(xt, _SHIFTS2, h + 1, w + 1), _flat(gy))  # [4 Cin, 4 Cout]
+  # The adjoint of `_t_kernel_one` (a permutation with flips).
+  k = d.reshape(2, 2, cin, 2, 2, cout).transpose(0, 3, 1, 4, 2, 5)[:, ::-1, :, ::-1]
+  return k.reshape(4, 4, cin, cout)
+
+
+def _s1_dw_im2col_t(x, g):
+  h, w = x.shape[1] - 1, x.shape[2] - 1
+  xt = jnp.transpose(_pad1(x), (3, 0, 1, 2))
+  d = jnp.dot(_patches_t(xt, _SHIFTS4, h, w), _flat(g))          # [16 Cin, Cout]
+  return d.reshape(KERNEL_SIZE, KERNEL_SIZE, x.shape[3], g.shape[3])
+
+
 CONV4X4_S2_FORMULATIONS: dict[str, Callable] = {
     'plain': _s2_plain, 's2d': _s2_s2d, 'im2col': _s2_im2col}
 CONV_TRANSPOSE4X4_S2_FORMULATIONS: dict[str, Callable] = {
     'plain': _t_plain, 'subpixel': _t_subpixel, 'subpixel_matmul': _t_subpixel_matmul,
-    'one': _t_one, 'one_matmul': _t_one_matmul}
-CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {'plain': _s1_plain, 'im2col': _s1_im2col}
+    'one': _t_one, 'one_matmul': _t_one_matmul, 'taps': _t_taps}
+CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {'plain': _s1_plain, 'im2col': _s1_im2col,
+                                                 'taps': _s1_taps}
+
+
+# Kernel gradients that are not the autodiff of a formulation: g(x, cotangent) -> dkernel.
+CONV4X4_S2_KERNEL_GRADS: dict[str, Callable] = {'im2col_t': _s2_dw_im2col_t}
+CONV_TRANSPOSE4X4_S2_KERNEL_GRADS: dict[str, Callable] = {'one_matmul_t': _t_dw_one_matmul_t}
+CONV4X4_S1_KERNEL_GRADS: dict[str, Callable] = {'im2col_t': _s1_dw_im2col_t}
 
 
 class Plan(NamedTuple):
@@ -179,13 +268,14 @@ class Plan(NamedTuple):
 def _mixed(table: str, plan: Plan) -> Callable:
   """f(x, kernel) running plan.fwd forward and plan.dx / plan.dw for the two gradients.
 
-  The residuals are (x, kernel), as for autodiff of any of them (all are linear in
-  each argument); a gradient nobody uses is removed by XLA under jit.
+  plan.dw names a formulation (its autodiff) or a written-out kernel gradient
+  (`*_KERNEL_GRADS`). The residuals are (x, kernel), as for autodiff of any of them
+  (all are linear in each argument); a gradient nobody uses is removed by XLA under jit.
   """
-  forms = _TABLES[table]
+  forms, grads = _TABLES[table], _KERNEL_GRADS[table]
   if plan.fwd == plan.dx == plan.dw:
     return forms[plan.fwd]      # autodiff of one formulation is exactly this plan
-  fwd, dx, dw = forms[plan.fwd], forms[plan.dx], forms[plan.dw]
+  fwd, dx = forms[plan.fwd], forms[plan.dx]
 
   @jax.custom_vjp
   def f(x, kernel):
@@ -197,7 +287,10 @@ def _mixed(table: str, plan: Plan) -> Callable:
   def f_bwd(res, g):
     x, kernel = res
     gx = jax.vjp(lambda x_: dx(x_, kernel), x)[1](g)[0]
-    gk = jax.vjp(lambda k_: dw(x, k_), kernel)[1](g)[0]
+    if plan.dw in grads:
+      gk = grads[plan.dw](x, g).astype(kernel.dtype)
+    else:
+      gk = jax.vjp(lambda k_: forms[plan.dw](x, k_), kernel)[1](g)[0]
     return gx, gk
 
   f.defvjp(f_fwd, f_bwd)
@@ -206,12 +299,46 @@ def _mixed(table: str, plan: Plan) -> Callable:
 
 _TABLES = {'s2': CONV4X4_S2_FORMULATIONS, 't': CONV_TRANSPOSE4X4_S2_FORMULATIONS,
            's1': CONV4X4_S1_FORMULATIONS}
+_KERNEL_GRADS = {'s2': CONV4X4_S2_KERNEL_GRADS, 't': CONV_TRANSPOSE4X4_S2_KERNEL_GRADS,
+                 's1': CONV4X4_S1_KERNEL_GRADS}
 
 
-# The rules below come from ../notes/perf/layers.md: every conv shape of the model at
-# 128/b16/w64, interleaved runs on the shared 2-core CPU (differences under ~25% are
-# noise there). `h` is the smaller side of the layer's INPUT map. 'Few channels'
-# (< 16) means a matmul with a tiny K or N, which is memory-bound: convs win there.
+# XLA:CPU hands a convolution either to YNNPACK or to Eigen. On this CPU (2 Zen 3 cores,
+# AVX2) Eigen's convolutions, including the kernel gradients XLA derives for them, run
+# at or near the matmul rate for every 4x4 / 2x2 shape of these nets, YNNPACK's at half
+# that or less (../notes/perf/step.md). The plans below were measured, and are only fast,
+# with convolutions on Eigen and dots and reductions on YNNPACK, which this flag selects.
+# `xla_cpu_flags` adds it to $XLA_FLAGS; `steps.compile_train_step` passes it to XLA.
+XLA_CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type':
+                   'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+
+
+def xla_cpu_flags(xla_flags: str) -> str:
+  """`xla_flags` (an $XLA_FLAGS value) plus `XLA_CPU_OPTIONS` where it does not set them.
+
+  A flag the caller already sets, to any value, is left as it is.
+  """
+  flags = xla_flags.split()
+  for name, value in XLA_CPU_OPTIONS.items():
+    if not any(f.lstrip('-').split('=', 1)[0] == name for f in flags):
+      flags.append(f'--{name}={value}')
+  return ' '.join(flags)
+
+
+def xla_cpu_compiler_options(xla_flags: str | None = None) -> dict[str, str]:
+  """`XLA_CPU_OPTIONS` less those $XLA_FLAGS (or `xla_flags`) sets.
+
+  For `jax.jit(..., compiler_options=...)`, where $XLA_FLAGS was read before it was set.
+  """
+  flags = os.environ.get('XLA_FLAGS', '') if xla_flags is None else xla_flags
+  named = {f.lstrip('-').split('=', 1)[0] for f in flags.split()}
+  return {k: v for k, v in XLA_CPU_OPTIONS.items() if k not in named}
+
+
+# The rules below come from interleaved per-layer timings of every candidate on a quiet
+# machine (../notes/perf/step.md: all conv shapes at 128/b16/w32 and w64, with
+# `XLA_CPU_OPTIONS`). `h` is the smaller side of the layer's INPUT map. 'Few channels'
+# (< 16) means a matmul or conv with a tiny K, which is memory-bound.
 _BIG_MAP = 32
 _FEW_CHANNELS = 16
 
@@ -219,49 +346,51 @@ _FEW_CHANNELS = 16
 def conv4x4_s2_plan(h: int, cin: int, cout: int) -> Plan:
   """Formulations `conv4x4_s2(impl='fast')` uses for an [N, h, w, cin] input."""
   del cout
-  big = h >= _BIG_MAP
-  # Forward: XLA's strided conv is fastest on big maps (1.2-1.5x im2col on the first
-  # encoder levels), the single matmul on small ones (4-6x at h = 2, 4).
-  fwd = 'plain' if big else 'im2col'
-  # dx: autodiff of 's2d' (a 2x2 stride-1 conv) beats im2col (1.2x) and 'plain' (an
-  # lhs-dilated conv: 1.4x there, 30x slower at h = 4) on big, wide maps; im2col
-  # elsewhere (2-6x at h <= 8, 1.9x vs 's2d' on the discriminator's 3-channel input).
-  dx = 's2d' if big and cin >= _FEW_CHANNELS else 'im2col'
-  # dW: the kernel gradient as one matmul is the only one fast everywhere: autodiff of
-  # 's2d' runs at < 1 GFLOP/s on 32x32+ maps (10x slower), 'plain' at half the speed.
-  return Plan(fwd, dx, 'im2col')
+  # Forward: Eigen's strided conv is fastest from 4x4 maps up (1.1-2.5x); with 1-3
+  # input channels (the first layer of each net) and on a 2x2 map the 2x2 conv on the
+  # space-to-depth input is (1.5-7x).
+  fwd = 's2d' if cin < _FEW_CHANNELS or h <= 2 else 'plain'
+  # dx: autodiff of 's2d' (a 2x2 stride-1 conv, then depth-to-space) on big, wide maps
+  # (1.2-1.7x); one matmul plus col2im on small maps and few channels (1.2-10x; the
+  # lhs-dilated conv of 'plain' is 30x slower at h = 4).
+  dx = 's2d' if h >= _BIG_MAP and cin >= _FEW_CHANNELS else 'im2col'
+  # dW: Eigen's kernel gradient of the strided conv is fastest at every level
+  # (1.2-2x the matmul of transposed patches, 1.5-3x the autodiff of im2col).
+  return Plan(fwd, dx, 'plain')
 
 
 def conv_transpose4x4_s2_plan(h: int, cin: int, cout: int) -> Plan:
   """Formulations `conv_transpose4x4_s2(impl='fast')` uses for an [N, h, w, cin] input."""
   del cin
-  # h <= 4 (the decoder's innermost, widest levels): the four phases as one batched
-  # matmul win forward and both gradients (1.5-3x); 'plain' forward is catastrophic
-  # at h = 2 (0.2 GFLOP/s, 38x slower) and 'one' pays (h+1)^2/h^2 = 2.25-4x the MACs.
-  if h <= 4:
-    return Plan('subpixel_matmul', 'subpixel_matmul', 'subpixel_matmul')
-  # h >= 8: one 2x2 conv to 4 Cout is as fast as or faster than any forward (1.7x
-  # 'plain' on the last layer); its input gradient (a strided conv of the cotangent)
-  # is best from the four 2x2 convs up to 16x16 and from 'one' above.
-  fwd = 'one'
-  dx = 'one' if h >= _BIG_MAP else 'subpixel'
-  # dW: one matmul is 5-15x faster than any conv-based kernel gradient (autodiff of
-  # 'plain', 'subpixel' or 'one' on 32x32: 16-26 s vs 1.7 s for one layer at b16;
-  # cf. Surprise 3 of ../shared/bench/RESULTS.md), except for the 2-channel output
-  # layer, where the matmul has N = 8 and the conv form of 'one' is 3x faster.
-  dw = 'one' if cout < _FEW_CHANNELS else 'one_matmul'
+  # The 2-channel output layer: the 'one' conv forward and dx, dW from autodiff of its
+  # four taps as one matmul plus shifted adds (1.4-2.4x; Eigen's kernel gradient with
+  # 8 output channels runs at ~6 GFLOP/s).
+  if cout < _FEW_CHANNELS:
+    return Plan('one', 'one', 'taps')
+  # Forward: four 2x2 convs (one per output phase) up to 8x8 inputs (1.1-2x; 'one'
+  # computes (h+1)^2 / h^2 = 1.3-4x the MACs there), then one 2x2 conv to 4 Cout.
+  fwd = 'subpixel' if h <= 8 else 'one'
+  # dx (a strided conv of the cotangent): the four phases as one batched matmul up to
+  # 4x4 (1.5-3x), as four 2x2 convs up to 16x16, 'one' from 32x32 (1.1-3x).
+  dx = 'subpixel_matmul' if h <= 4 else ('subpixel' if h < _BIG_MAP else 'one')
+  # dW: the batched matmul on the 1x1 and 2x2 maps (1.5x), else Eigen's kernel
+  # gradient of the 'one' conv (1.2-2x the matmul of transposed patches; autodiff of
+  # 'plain' is 30x slower, Surprise 3 of ../shared/bench/RESULTS.md).
+  dw = 'subpixel_matmul' if h <= 2 else 'one'
   return Plan(fwd, dx, dw)
 
 
 def conv4x4_s1_plan(h: int, cin: int, cout: int) -> Plan:
   """Formulations `conv4x4_s1(impl='fast')` uses for an [N, h, w, cin] input."""
   del h, cin
-  # The PatchGAN's logit layer (Cout = 1): the lax conv is 8-13x faster than a
-  # matmul with N = 1 in all three. The wide layer before it: lax conv forward and dx
-  # (equal to im2col within noise), kernel gradient as one matmul (2x faster).
+  # The PatchGAN's 1-channel logits: one matmul to the 16 taps plus shifted adds for
+  # the forward pass and dW (2-6x Eigen's conv, which runs at 3-5 GFLOP/s with one
+  # output channel), Eigen's conv for dx (1.7-2.6x).
   if cout < _FEW_CHANNELS:
-    return Plan('plain', 'plain', 'plain')
-  return Plan('plain', 'plain', 'im2col')
+    return Plan('taps', 'plain', 'taps')
+  # The wide layer before it: Eigen's conv and its input and kernel gradients win
+  # all three (1.3-2x im2col).
+  return Plan('plain', 'plain', 'plain')
 
 
 def conv4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> jnp.ndarray:

@@ -153,10 +153,10 @@ class _Validator:
     self._mesh = mesh
     self._samples_dir = workdir / 'samples'
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    self._step = jax.jit(functools.partial(validation_step, gan=gan),
-                         in_shardings=(replicated, sharded), out_shardings=replicated)
-    self._colorize = jax.jit(functools.partial(colorize_step, gan=gan),
-                             in_shardings=(replicated, replicated), out_shardings=replicated)
+    self._step = steps.jit(functools.partial(validation_step, gan=gan),
+                           in_shardings=(replicated, sharded), out_shardings=replicated)
+    self._colorize = steps.jit(functools.partial(colorize_step, gan=gan),
+                               in_shardings=(replicated, replicated), out_shardings=replicated)
     self._sample_images = None
 
   def _batches(self):

@@ -185,3 +185,22 @@ def test_bad_config_values_are_clear_errors(field, value):
   config[section][name] = value
   with pytest.raises(ValueError, match=name):
     steps.GAN.from_config(config)
+
+
+def test_programs_get_the_conv_plans_xla_options_unless_overridden(monkeypatch):
+  """On the CPU every program `steps.jit` compiles (train, eval, validation, inference)
+  gets `layers.XLA_CPU_OPTIONS` (the conv plans are 2x slower without them), a caller's
+  compiler_options win, and a flag already in $XLA_FLAGS is not passed twice."""
+  from colorize_jax import layers  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() != 'cpu':
+    pytest.skip('XLA:CPU options')
+  (name, value), = layers.XLA_CPU_OPTIONS.items()
+  seen = []
+  monkeypatch.setattr(jax, 'jit', lambda fun, **kwargs: seen.append(kwargs))
+  monkeypatch.setenv('XLA_FLAGS', '')
+  steps.jit(None, donate_argnums=0)
+  steps.jit(None, compiler_options={name: 'X'})
+  monkeypatch.setenv('XLA_FLAGS', f'--{name}=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+  steps.jit(None)
+  assert seen == [{'donate_argnums': 0, 'compiler_options': {name: value}},
+                  {'compiler_options': {name: 'X'}}, {}]
