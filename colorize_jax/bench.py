@@ -1,0 +1,293 @@
+"""Speed and memory of training, inference, a 12-megapixel photo and the input pipeline.
+
+  python launch.py bench --config experiments/default.py --config.image_size=128 \
+      --config.batch_size=16 --config.model.width=32 [--out bench.jsonl]
+
+Prints one JSON line per measurement and appends them to `--out`. Step times are
+medians over timed calls after warm-up; compilation is timed apart. FLOPs come
+from XLA's cost analysis of the compiled programs (what XLA actually runs; the
+train step does not form the discriminator's weight gradient in the generator
+update, so it is ~3 G + 8 D forward-equivalents, not 3 G + 9 D).
+
+`run_peer_format` prints the one-line result format of ../shared/bench (the
+PyTorch and Keras implementations of the same GAN), so that `run_all.py --extra`
+can time this implementation in the same run as the peers:
+
+  python -m colorize_jax.bench --size 128 --batch 16 --width 32   # ../shared/bench flags
+"""
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from colorize_jax import color
+from colorize_jax import layers
+from colorize_jax import parallel
+from colorize_jax import steps
+
+TWELVE_MEGAPIXELS = (3000, 4000)  # H, W of a 4:3 12 MP photo
+
+
+def peak_rss_mb() -> float:
+  """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def device_peak_mb() -> float | None:
+  """Peak memory in use on device 0, MiB, where the backend reports it (GPUs)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else peak / 2 ** 20
+
+
+def time_calls(fn: Callable[[], Any], steps: int, warmup: int,
+               max_seconds: float = 120.0) -> tuple[list[float], float]:
+  """Times `fn` (which must block until done).
+
+  Returns:
+    (seconds of each timed call, seconds of the warm-up calls). At least 3 calls
+    are timed; timing stops after `steps` calls or `max_seconds`.
+  """
+  start = time.perf_counter()
+  for _ in range(warmup):
+    fn()
+  warm = time.perf_counter() - start
+  times, start = [], time.perf_counter()
+  while len(times) < steps and (len(times) < 3 or time.perf_counter() - start < max_seconds):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return times, warm
+
+
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float((analysis or {}).get('flops', 0.0))
+
+
+def _sig(x: float, digits: int = 4) -> float:
+  """`x` to `digits` significant digits (records stay readable at any scale)."""
+  return float(f'{x:.{digits}g}')
+
+
+def _summary(what: str, config, batch: int, times: list[float], compile_s: float,
+             flops_per_call: float | None = None) -> dict[str, Any]:
+  median = statistics.median(times)
+  out = {'what': what, 'images_per_s': _sig(batch / median),
+         'step_s_median': _sig(median), 'step_s_min': _sig(min(times)),
+         'steps_timed': len(times), 'compile_s': round(compile_s, 2)}
+  if flops_per_call:
+    out['gflop_per_image'] = _sig(flops_per_call / batch / 1e9)
+    out['achieved_gflops'] = _sig(flops_per_call / median / 1e9)
+  return out
+
+
+def bench_train(gan: steps.GAN, config, mesh, num_steps: int, warmup: int) -> dict[str, Any]:
+  """Train-step throughput on random uint8 photos already on the device."""
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  state = parallel.replicate(gan.init(jax.random.PRNGKey(0), config.image_size), mesh)
+  images = np.random.default_rng(0).integers(
+      0, 256, (config.batch_size, config.image_size, config.image_size, 3), np.uint8)
+  batch = parallel.shard_batch({'image': images}, mesh)
+  train_step = steps.compile_train_step(gan, in_shardings=(replicated, sharded),
+                                        out_shardings=(replicated, replicated))
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  box = [state]
+
+  def step():
+    box[0], metrics = compiled(box[0], batch)
+    jax.block_until_ready(metrics)
+
+  times, _ = time_calls(step, num_steps, warmup)
+  return _summary('train', config, config.batch_size, times, compile_s, _flops(compiled))
+
+
+def bench_infer(gan: steps.GAN, config, mesh, num_steps: int, warmup: int) -> dict[str, Any]:
+  """Generator forward (evaluation mode) throughput at the training size."""
+  state = parallel.replicate(gan.init(jax.random.PRNGKey(0), config.image_size), mesh)
+  l_norm = parallel.shard_batch({'l': np.zeros(
+      (config.batch_size, config.image_size, config.image_size, 1), np.float32)}, mesh)['l']
+  generate = steps.jit(lambda g, l: steps.generate_ab(gan, g, l),
+                       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
+  start = time.perf_counter()
+  compiled = generate.lower(state.generator, l_norm).compile()
+  compile_s = time.perf_counter() - start
+  times, _ = time_calls(lambda: jax.block_until_ready(compiled(state.generator, l_norm)),
+                        2 * num_steps, warmup)
+  return _summary('infer', config, config.batch_size, times, compile_s, _flops(compiled))
+
+
+def bench_photo(gan: steps.GAN, config, repeats: int = 3,
+                shape: tuple[int, int] = TWELVE_MEGAPIXELS) -> dict[str, Any]:
+  """Seconds to colorize one JPEG file of `shape` (H, W; 12 MP) into a PNG, end to end.
+
+  Decode, full-resolution L, the generator at the training size, ab upsampled to
+  full size and joined with L, PNG encode and write; the generator's compilation
+  is done by a first, untimed photo. Returns a record with the median and minimum
+  seconds over `repeats` photos.
+  """
+  from colorize_jax import inference  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  state = gan.init(jax.random.PRNGKey(0), config.image_size)
+  colorizer = inference.Colorizer(gan, state.generator, config.image_size, batch_size=1)
+  h, w = shape
+  with tempfile.TemporaryDirectory() as tmp:
+    # A smooth synthetic photo: JPEG of noise would make decoding unrealistically slow.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([127 + 100 * np.sin(xx / 97), 127 + 100 * np.cos(yy / 131),
+                    127 + 100 * np.sin((xx + yy) / 211)], axis=-1).astype(np.uint8)
+    source = os.path.join(tmp, 'photo.jpg')
+    Image.fromarray(rgb).save(source, quality=90)
+    jobs = [inference.Job(source, os.path.join(tmp, f'out{i}.png')) for i in range(repeats + 1)]
+    colorizer.colorize_files(jobs[:1], progress=False)  # compiles
+    times = []
+    for job in jobs[1:]:
+      start = time.perf_counter()
+      summary = colorizer.colorize_files([job], progress=False)
+      times.append(time.perf_counter() - start)
+      if summary.failed:
+        raise RuntimeError(f'colorizing the benchmark photo failed: {summary.failed}')
+  return {'what': 'colorize_photo', 'megapixels': round(h * w / 1e6, 2),
+          'seconds_median': round(statistics.median(times), 3), 'seconds_min': round(min(times), 3)}
+
+
+def bench_pipeline(config, num_batches: int) -> dict[str, Any]:
+  """The input pipeline alone: images/s of decode, crop, resize and batch (no model)."""
+  from colorize_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  splits = input_pipeline.build_splits(config.data)
+  build_s = time.perf_counter() - start
+
+  def epochs():  # as many as it takes: a small folder holds fewer than num_batches
+    for epoch in itertools.count():
+      yield from input_pipeline.train_batches(
+          splits, config.data, image_size=config.image_size,
+          global_batch_size=config.batch_size, seed=config.seed, epoch=epoch)
+
+  batches = epochs()
+  next(batches)  # tf.data builds its graph and fills the prefetch buffer
+  count, start = 0, time.perf_counter()
+  for batch in batches:
+    count += len(batch['image'])
+    if count >= num_batches * config.batch_size:
+      break
+  seconds = time.perf_counter() - start
+  return {'what': 'input_pipeline', 'source': config.data.source,
+          'images_per_s': round(count / seconds, 1), 'images': count,
+          'build_s': round(build_s, 2)}
+
+
+def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int = 2,
+        parts: tuple[str, ...] = ('train', 'infer', 'photo', 'pipeline'),
+        out_path: str | None = None) -> list[dict[str, Any]]:
+  """Runs the benchmarks in `parts`, printing and (if out_path) appending JSON lines.
+
+  Args:
+    config: an experiment config; image_size, batch_size and model.* set the model.
+    num_steps: timed train steps (inference gets twice as many).
+    warmup: untimed calls before timing.
+    parts: any of 'train', 'infer', 'photo', 'pipeline'.
+    out_path: a JSONL file the records are appended to.
+
+  Returns:
+    The records.
+  """
+  gan = steps.GAN.from_config(config)
+  mesh = parallel.make_mesh(config.get('num_devices', None))
+  parallel.check_batch_size(config.batch_size, mesh)
+  common = {'image_size': config.image_size, 'batch_size': config.batch_size,
+            'width': config.model.width, 'compute_dtype': config.model.get('compute_dtype'),
+            'conv_impl': config.model.conv_impl, 'devices': mesh.devices.size,
+            'device_kind': jax.devices()[0].device_kind, 'jax': jax.__version__,
+            'xla_flags': os.environ.get('XLA_FLAGS', ''), 'time': time.strftime('%FT%T')}
+  benches = {'train': lambda: bench_train(gan, config, mesh, num_steps, warmup),
+             'infer': lambda: bench_infer(gan, config, mesh, num_steps, warmup),
+             'photo': lambda: bench_photo(gan, config),
+             'pipeline': lambda: bench_pipeline(config, max(8, 3 * num_steps))}
+  unknown = [part for part in parts if part not in benches]
+  if unknown or not parts:
+    raise ValueError(f'unknown benchmark parts {unknown}; choose from {tuple(benches)}')
+  records = []
+  for part in parts:
+    record = {**benches[part](), **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
+    device_mb = device_peak_mb()
+    if device_mb is not None:
+      record['device_peak_mb'] = round(device_mb, 1)
+    records.append(record)
+    print(json.dumps(record), flush=True)
+    if out_path:
+      with open(out_path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+  return records
+
+
+def run_peer_format(argv: list[str]) -> dict[str, Any]:
+  """Times train and inference with ../shared/bench's flags; prints its one-line format.
+
+  Flags: --size --batch --width --steps --infer-steps --warmup --max-seconds
+  --threads --mode --seed --quiet-wait (as bench_torch.py / bench_tf.py); with
+  --bench-dir pointing to ../shared/bench, its timing loop (which leaves out
+  steps disturbed by other processes) and FLOP counts are used.
+  """
+  # Before JAX starts its backend, as `cli.setup_runtime` does for launch.py.
+  os.environ['XLA_FLAGS'] = layers.xla_cpu_flags(os.environ.get('XLA_FLAGS', ''))
+  parser = argparse.ArgumentParser(description=run_peer_format.__doc__)
+  parser.add_argument('--bench-dir', default=os.environ.get('PEER_BENCH_DIR',
+                                                            '../shared/bench'))
+  known, rest = parser.parse_known_args(argv)
+  sys.path.insert(0, os.path.abspath(known.bench_dir))
+  import common as peer  # pylint: disable=g-import-not-at-top
+  args = peer.finish_args(peer.make_parser(__doc__, ['jit'], 'jit').parse_args(rest))
+  # The configs live beside the package in the repository, not inside it.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from experiments import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.image_size, config.batch_size, config.model.width = args.size, args.batch, args.width
+  config.seed = args.seed
+  gan = steps.GAN.from_config(config)
+  state = gan.init(jax.random.PRNGKey(args.seed), args.size)
+  g_count = sum(x.size for x in jax.tree.leaves(state.generator.params))
+  d_count = sum(x.size for x in jax.tree.leaves(state.discriminator.params))
+  if (g_count, d_count) != tuple(peer.param_counts(args.size, args.width)):
+    raise AssertionError(f'parameter counts {g_count, d_count} differ from the reference '
+                         f'{peer.param_counts(args.size, args.width)}')
+  train_step = steps.compile_train_step(gan)
+  images = jnp.asarray(np.random.default_rng(args.seed).integers(
+      0, 256, (args.batch, args.size, args.size, 3), np.uint8))
+  generate = steps.jit(lambda g, l: steps.generate_ab(gan, g, l))
+  l_norm = color.normalize_l(jnp.zeros((args.batch, args.size, args.size, 1)))
+  box = [state]
+
+  def run_train():
+    box[0], metrics = train_step(box[0], {'image': images})
+    jax.block_until_ready(metrics)
+
+  def run_infer():
+    jax.block_until_ready(generate(box[0].generator, l_norm))
+
+  train_timing = peer.run_timed('train', run_train, args)
+  infer_timing = peer.run_timed('infer', run_infer, args, infer=True)
+  return peer.result('colorize_jax', 'jit', args, train_timing, infer_timing,
+                     extra={'version': f'jax {jax.__version__}',
+                            'platform': platform.machine()})
+
+
+if __name__ == '__main__':
+  run_peer_format(sys.argv[1:])

@@ -1,0 +1,77 @@
+"""launch.py bench: what each record measures, and that bad requests are clear errors."""
+
+import json
+import types
+
+import pytest
+
+from colorize_jax import bench
+from colorize_jax import cli
+from colorize_jax import steps
+from tests import helpers
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory):
+  return helpers.tiny_config(helpers.make_photo_folder(tmp_path_factory.mktemp('photos')))
+
+
+@pytest.fixture(scope='module')
+def records(config, tmp_path_factory):
+  out = tmp_path_factory.mktemp('bench') / 'bench.jsonl'
+  code = cli.bench(types.SimpleNamespace(config=config),
+                   ['--parts', 'train,infer,pipeline', '--steps', '3', '--warmup', '1',
+                    '--out', str(out)])
+  assert code == cli.EXIT_OK
+  return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_cli_writes_one_json_record_per_part(records, config):
+  """The JSONL file holds one record per requested part, each tagged with the model."""
+  assert [r['what'] for r in records] == ['train', 'infer', 'input_pipeline']
+  for record in records:
+    assert record['image_size'] == config.image_size
+    assert record['batch_size'] == config.batch_size
+    assert record['width'] == config.model.width
+    assert record['peak_rss_mb'] > 0
+
+
+def test_step_records_report_throughput_compile_time_and_flops(records, config):
+  """images/s is the batch over the median step; FLOPs come from XLA's cost analysis,
+  and a train step (G forward + backward, D on real and fake, both updates) costs
+  several times the generator's forward pass."""
+  train, infer = records[0], records[1]
+  for record in (train, infer):
+    assert record['steps_timed'] >= 3
+    assert record['compile_s'] > 0
+    assert record['images_per_s'] == pytest.approx(
+        config.batch_size / record['step_s_median'], rel=1e-2)
+    assert record['achieved_gflops'] == pytest.approx(
+        record['gflop_per_image'] * record['images_per_s'], rel=1e-2)
+  assert infer['gflop_per_image'] > 0
+  assert 3 * infer['gflop_per_image'] < train['gflop_per_image'] < 20 * infer['gflop_per_image']
+
+
+def test_pipeline_record_counts_the_images_it_delivered(records, config):
+  pipeline = records[2]
+  assert pipeline['source'] == 'folder'
+  assert pipeline['images'] >= 8 * config.batch_size
+  assert pipeline['images_per_s'] > 0
+
+
+def test_photo_bench_colorizes_a_full_resolution_file(config):
+  """The photo benchmark runs the real file-to-file path at the photo's own size."""
+  gan = steps.GAN.from_config(config)
+  record = bench.bench_photo(gan, config, repeats=1, shape=(300, 400))
+  assert record['what'] == 'colorize_photo'
+  assert record['megapixels'] == 0.12
+  assert 0 < record['seconds_min'] <= record['seconds_median']
+
+
+def test_unknown_or_no_parts_are_usage_errors_before_anything_runs(config, capsys,
+                                                                   monkeypatch):
+  monkeypatch.setattr(bench, 'bench_train', lambda *a: pytest.fail('ran before checking'))
+  flags = types.SimpleNamespace(config=config)
+  assert cli.bench(flags, ['--parts', 'train,warp']) == cli.EXIT_USAGE
+  assert 'warp' in capsys.readouterr().err
+  assert cli.bench(flags, ['--parts', ',']) == cli.EXIT_USAGE
