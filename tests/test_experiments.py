@@ -11,10 +11,11 @@ from colorize_jax import models
 from colorize_jax import steps
 from experiments import default
 from experiments import paper
+from experiments import plot_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'experiments', '*.py'))
-                      if not p.endswith('__init__.py'))
+                      if 'def get_config(' in open(p, encoding='utf-8').read())
 
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
@@ -48,3 +49,30 @@ def test_default_config_uses_the_papers_values():
   config = default.get_config()
   assert models.receptive_field(config.model.disc_layers) == 34
   assert config.loss.real_label == 0.9 and config.num_epochs == 20
+
+
+def test_config_files_are_found():
+  names = {os.path.basename(p) for p in CONFIG_FILES}
+  assert {'default.py', 'paper.py', 'quickstart.py', 'folder.py', 'photos_cpu.py'} <= names
+
+
+def test_plot_run_reads_back_what_training_logs_and_draws_it(tmp_path):
+  """plot_run reads the scalars the training loop writes (clu's TensorBoard writer),
+  sorted by step, and saves the figure of RESULTS.md."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  writer = metric_writers.SummaryWriter(str(tmp_path))
+  writer.write_scalars(20, {'train/g_l1': 0.5, 'train/d_loss': 0.7})
+  writer.write_scalars(10, {'train/g_l1': 0.9, 'train/d_loss': 0.6})
+  writer.write_scalars(30, {'val/psnr': 21.0, 'val/gray_psnr': 20.0})
+  writer.close()
+  series = plot_run.read_scalars(str(tmp_path))
+  steps_, values = series['train/g_l1']
+  assert steps_.tolist() == [10, 20]
+  assert values.tolist() == pytest.approx([0.9, 0.5])
+  assert series['val/gray_psnr'][1].tolist() == pytest.approx([20.0])
+  with pytest.raises(FileNotFoundError):
+    plot_run.read_scalars(str(tmp_path / 'nowhere'))
+  pytest.importorskip('matplotlib')
+  out = tmp_path / 'curves' / 'run.png'
+  assert plot_run.main(['plot_run.py', str(tmp_path), str(out)]) == 0
+  assert out.read_bytes().startswith(b'\x89PNG')
