@@ -20,7 +20,9 @@ TRAIN_PANELS = (('train/g_l1', 'generator L1 (normalised ab)'),
                 ('train/d_loss', 'discriminator loss'))
 # (model tag, gray-baseline tag, title) of the bottom row, per epoch.
 VAL_PANELS = (('val/psnr', 'val/gray_psnr', 'val PSNR, dB (higher is better)'),
-              ('val/ab_mae', 'val/gray_ab_mae', 'val mean |ab error| (lower is better)'))
+              ('val/ab_mae', 'val/gray_ab_mae', 'val mean |ab error| (lower is better)'),
+              ('val/auc', 'val/gray_auc', 'val AuC of the ab-error curve (higher is better)'),
+              ('val/cf', None, 'val colourfulness (gray = 0)'))
 
 
 def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -46,25 +48,26 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def plot(series: dict[str, tuple[np.ndarray, np.ndarray]], out_path: str) -> None:
-  """Saves the 2x3 figure: training losses on top; D's mean probabilities and the
+  """Saves the 2x4 figure: training losses and D's mean probabilities on top; the
   validation metrics of the model and of the gray (ab = 0) baseline below."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   empty = (np.zeros(0), np.zeros(0))
-  fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+  fig, axes = plt.subplots(2, 4, figsize=(20, 8))
   for ax, (tag, title) in zip(axes[0], TRAIN_PANELS):
     ax.plot(*series.get(tag, empty))
     ax.set_title(title)
     ax.set_xlabel('step')
-  axes[1, 0].plot(*series.get('train/d_real_prob', empty), label='D(real)')
-  axes[1, 0].plot(*series.get('train/d_fake_prob', empty), label='D(generated)')
-  axes[1, 0].set_title('discriminator mean probability')
-  axes[1, 0].set_xlabel('step')
-  axes[1, 0].legend()
-  for ax, (tag, gray_tag, title) in zip(axes[1, 1:], VAL_PANELS):
+  axes[0, 3].plot(*series.get('train/d_real_prob', empty), label='D(real)')
+  axes[0, 3].plot(*series.get('train/d_fake_prob', empty), label='D(generated)')
+  axes[0, 3].set_title('discriminator mean probability')
+  axes[0, 3].set_xlabel('step')
+  axes[0, 3].legend()
+  for ax, (tag, gray_tag, title) in zip(axes[1], VAL_PANELS):
     ax.plot(*series.get(tag, empty), 'o-', label='model')
-    ax.plot(*series.get(gray_tag, empty), 's--', label='gray (ab = 0)')
+    if gray_tag:
+      ax.plot(*series.get(gray_tag, empty), 's--', label='gray (ab = 0)')
     ax.set_title(title)
     ax.set_xlabel('step')
     ax.legend()
