@@ -142,6 +142,9 @@ def colorize(flags, args) -> int:
                       help='render-size images per generator call')
   parser.add_argument('--aspect', choices=('stretch', 'pad'), default='stretch',
                       help='how a non-square photo meets the square model (default stretch)')
+  parser.add_argument('--png-compression', type=int, default=6, choices=range(10),
+                      metavar='0..9', help='zlib level of the output PNGs (default 6); '
+                      '1 writes a 12 MP photo about twice as fast, ~25%% larger')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
   opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
   if flags.workdir is None:
@@ -171,7 +174,8 @@ def colorize(flags, args) -> int:
     return EXIT_USAGE
   logging.info('Colorizing %d images with step %d of %s at %dx%d.', len(jobs), colorizer.step,
                colorizer.workdir, colorizer.render_size, colorizer.render_size)
-  summary = colorizer.colorize_files(jobs, opts.saturation, progress=not opts.no_progress)
+  summary = colorizer.colorize_files(jobs, opts.saturation, progress=not opts.no_progress,
+                                     png_compress_level=opts.png_compression)
   for source, reason in summary.failed:
     print(f'skipped: {reason}', file=sys.stderr)
   failed = len(summary.failed) + len(missing)

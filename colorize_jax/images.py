@@ -299,7 +299,11 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None) -> None:
+PNG_COMPRESS_LEVEL = 6  # zlib level; Pillow's default. 1 encodes ~2x faster, ~25% larger.
+
+
+def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None,
+             compress_level: int = PNG_COMPRESS_LEVEL) -> None:
   """Writes an image as PNG, creating its folder; readers never see half a file.
 
   The PNG is written to a hidden temporary file in the same folder and renamed
@@ -309,7 +313,14 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
     rgb: uint8 [H, W, 3], or float [H, W, 3] in [0, 1].
     path: the destination.
     alpha: optional [H, W]: uint8, uint16 (scaled to 8 bits) or float in [0, 1].
+    compress_level: zlib level 0 (none, fastest) to 9 (smallest); the pixels are
+      the same at every level.
+
+  Raises:
+    ValueError: compress_level outside 0..9.
   """
+  if compress_level not in range(10):
+    raise ValueError(f'PNG compression level must be 0..9, got {compress_level!r}')
   rgb = to_uint8(rgb)
   if alpha is not None:
     if alpha.dtype == np.uint16:
@@ -326,7 +337,7 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   tmp = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:12]}.tmp')
   try:
     with open(tmp, 'xb') as f:
-      image.save(f, format='PNG')
+      image.save(f, format='PNG', compress_level=compress_level)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

@@ -547,7 +547,8 @@ class Colorizer:
     return self.colorize_batch([image], saturation)[0]
 
   def colorize_files(self, jobs: Sequence['Job'], saturation: float = 1.0,
-                     progress: bool = True, workers: int | None = None) -> 'RunSummary':
+                     progress: bool = True, workers: int | None = None,
+                     png_compress_level: int = images.PNG_COMPRESS_LEVEL) -> 'RunSummary':
     """Colorizes image files into PNGs, streaming groups of `batch_size` images.
 
     Reading and writing run in a thread pool (Pillow releases the GIL) while the
@@ -558,11 +559,14 @@ class Colorizer:
       saturation: factor on the predicted ab.
       progress: show a tqdm progress bar (images).
       workers: threads for reading and writing (default: CPU count, at most 8).
+      png_compress_level: zlib level of the PNGs, 0..9 (lower: faster, larger).
 
     Returns:
       A `RunSummary`: the written destinations and the failures with reasons.
     """
     _check_saturation(saturation)
+    if png_compress_level not in range(10):
+      raise ValueError(f'PNG compression level must be 0..9, got {png_compress_level!r}')
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
     groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
@@ -579,7 +583,7 @@ class Colorizer:
       (job, _, alpha, (l, _, placement)), ab_small = item
       try:
         images.save_png(self._finish(l, ab_small, placement, saturation), job.destination,
-                        alpha)
+                        alpha, compress_level=png_compress_level)
       except OSError as e:
         return job, f'{job.destination}: cannot write: {e}'
       return job, None

@@ -131,3 +131,19 @@ def test_save_png_replaces_atomically_and_scales_alpha(tmp_path):
   assert out.shape == (4, 5, 4)
   np.testing.assert_array_equal(out[..., :3], images.to_uint8(rgb))
   np.testing.assert_array_equal(out[..., 3], np.round(alpha / 257).astype(np.uint8))
+
+
+def test_png_compression_level_changes_the_size_never_the_pixels(tmp_path):
+  rgb = np.kron(np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8),
+                np.ones((8, 8, 1), np.uint8))
+  sizes = {}
+  for level in (0, 9):
+    path = tmp_path / f'{level}.png'
+    images.save_png(rgb, path, compress_level=level)
+    with Image.open(path) as img:
+      np.testing.assert_array_equal(np.asarray(img), rgb)
+    sizes[level] = path.stat().st_size
+  assert sizes[0] > 2 * sizes[9]
+  with pytest.raises(ValueError, match='0..9'):
+    images.save_png(rgb, tmp_path / 'x.png', compress_level=10)
+  assert not (tmp_path / 'x.png').exists()

@@ -397,6 +397,24 @@ def test_cli_skips_and_reports_unreadable_files(workdir, tmp_path, capsys):
   assert cli.colorize(run_flags(workdir), [str(tmp_path / 'nowhere'), '--out', str(out)]) == 2
 
 
+def test_cli_png_compression_trades_size_for_speed_with_equal_pixels(workdir, tmp_path):
+  source = tmp_path / 'in.png'
+  Image.fromarray(photo(48, 40)).save(source)
+  written = {}
+  for level in ('0', '9'):
+    out = tmp_path / level
+    assert cli.colorize(run_flags(workdir), [str(source), '--out', str(out), '--no-progress',
+                                             '--png-compression', level]) == 0
+    written[level] = out / 'in.png'
+  with Image.open(written['0']) as fast, Image.open(written['9']) as small:
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(small))
+  assert written['0'].stat().st_size > written['9'].stat().st_size
+  with pytest.raises(SystemExit) as exit_info:
+    cli.colorize(run_flags(workdir), [str(source), '--out', str(tmp_path / 'x'),
+                                      '--png-compression', '10'])
+  assert exit_info.value.code == 2
+
+
 def test_launch_colorize_smoke_on_four_devices(workdir, moderate, tmp_path):
   """`launch.py colorize --step N` runs end to end (on 4 devices) and writes what the 1-device API
   computes."""
