@@ -17,6 +17,7 @@ can time this implementation in the same run as the peers:
 """
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -26,10 +27,9 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -54,23 +54,18 @@ def device_peak_mb() -> float | None:
 
 
 def time_calls(fn: Callable[[], Any], steps: int, warmup: int,
-               max_seconds: float = 120.0) -> tuple[list[float], float]:
-  """Times `fn` (which must block until done).
-
-  Returns:
-    (seconds of each timed call, seconds of the warm-up calls). At least 3 calls
-    are timed; timing stops after `steps` calls or `max_seconds`.
-  """
-  start = time.perf_counter()
+               max_seconds: float = 120.0) -> list[float]:
+  """Seconds of each timed call of `fn` (which must block until done), after `warmup`
+  untimed calls. At least 3 calls are timed; timing stops after `steps` calls or
+  `max_seconds`."""
   for _ in range(warmup):
     fn()
-  warm = time.perf_counter() - start
   times, start = [], time.perf_counter()
   while len(times) < steps and (len(times) < 3 or time.perf_counter() - start < max_seconds):
     t = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t)
-  return times, warm
+  return times
 
 
 def _flops(compiled) -> float:
@@ -85,8 +80,8 @@ def _sig(x: float, digits: int = 4) -> float:
   return float(f'{x:.{digits}g}')
 
 
-def _summary(what: str, config, batch: int, times: list[float], compile_s: float,
-             flops_per_call: float | None = None) -> dict[str, Any]:
+def _summary(what: str, batch: int, times: list[float], compile_s: float,
+             flops_per_call: float) -> dict[str, Any]:
   median = statistics.median(times)
   out = {'what': what, 'images_per_s': _sig(batch / median),
          'step_s_median': _sig(median), 'step_s_min': _sig(min(times)),
@@ -97,44 +92,62 @@ def _summary(what: str, config, batch: int, times: list[float], compile_s: float
   return out
 
 
-def bench_train(gan: steps.GAN, config, mesh, num_steps: int, warmup: int) -> dict[str, Any]:
-  """Train-step throughput on random uint8 photos already on the device."""
+class _Programs(NamedTuple):
+  """Inputs on a mesh, the jitted programs to time, and fresh model states."""
+  new_state: Callable[[], steps.GANState]   # replicated; the train step donates it
+  batch: dict[str, Any]       # {'image': uint8 [B, S, S, 3]}, random photos, batch-sharded
+  l_norm: jax.Array           # float32 [B, S, S, 1] in [-1, 1], their L, batch-sharded
+  train_step: Callable[..., Any]
+  generate: Callable[..., Any]
+
+
+def _programs(gan: steps.GAN, size: int, batch_size: int, mesh: jax.sharding.Mesh,
+              seed: int = 0) -> _Programs:
+  """What both `run` and `run_peer_format` time: the train step (state donated) and the
+  generator's forward pass in evaluation mode, on random inputs already on the devices."""
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  state = parallel.replicate(gan.init(jax.random.PRNGKey(0), config.image_size), mesh)
-  images = np.random.default_rng(0).integers(
-      0, 256, (config.batch_size, config.image_size, config.image_size, 3), np.uint8)
+  new_state = lambda: parallel.replicate(gan.init(jax.random.PRNGKey(seed), size), mesh)
+  images = np.random.default_rng(seed).integers(0, 256, (batch_size, size, size, 3), np.uint8)
   batch = parallel.shard_batch({'image': images}, mesh)
+  l_norm, _ = color.rgb_to_model_inputs(batch['image'])
   train_step = steps.compile_train_step(gan, in_shardings=(replicated, sharded),
                                         out_shardings=(replicated, replicated))
+  generate = steps.jit(lambda g, l: steps.generate_ab(gan, g, l),
+                       in_shardings=(replicated, sharded), out_shardings=replicated)
+  return _Programs(new_state, batch, l_norm, train_step, generate)
+
+
+def _compiled(jitted, *args):
+  """(the compiled program, seconds it took to compile)."""
   start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
-  compile_s = time.perf_counter() - start
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def bench_train(programs: _Programs, num_steps: int, warmup: int) -> dict[str, Any]:
+  """Train-step throughput on random uint8 photos already on the device."""
+  state = programs.new_state()
+  compiled, compile_s = _compiled(programs.train_step, state, programs.batch)
   box = [state]
 
   def step():
-    box[0], metrics = compiled(box[0], batch)
+    box[0], metrics = compiled(box[0], programs.batch)
     jax.block_until_ready(metrics)
 
-  times, _ = time_calls(step, num_steps, warmup)
-  return _summary('train', config, config.batch_size, times, compile_s, _flops(compiled))
+  times = time_calls(step, num_steps, warmup)
+  return _summary('train', len(programs.l_norm), times, compile_s, _flops(compiled))
 
 
-def bench_infer(gan: steps.GAN, config, mesh, num_steps: int, warmup: int) -> dict[str, Any]:
+def bench_infer(programs: _Programs, num_steps: int, warmup: int) -> dict[str, Any]:
   """Generator forward (evaluation mode) throughput at the training size."""
-  state = parallel.replicate(gan.init(jax.random.PRNGKey(0), config.image_size), mesh)
-  l_norm = parallel.shard_batch({'l': np.zeros(
-      (config.batch_size, config.image_size, config.image_size, 1), np.float32)}, mesh)['l']
-  generate = steps.jit(lambda g, l: steps.generate_ab(gan, g, l),
-                       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)))
-  start = time.perf_counter()
-  compiled = generate.lower(state.generator, l_norm).compile()
-  compile_s = time.perf_counter() - start
-  times, _ = time_calls(lambda: jax.block_until_ready(compiled(state.generator, l_norm)),
-                        2 * num_steps, warmup)
-  return _summary('infer', config, config.batch_size, times, compile_s, _flops(compiled))
+  generator = programs.new_state().generator
+  compiled, compile_s = _compiled(programs.generate, generator, programs.l_norm)
+  times = time_calls(lambda: jax.block_until_ready(compiled(generator, programs.l_norm)),
+                     2 * num_steps, warmup)
+  return _summary('infer', len(programs.l_norm), times, compile_s, _flops(compiled))
 
 
-def bench_photo(gan: steps.GAN, config, repeats: int = 3,
+def bench_photo(gan: steps.GAN, generator: steps.NetState, image_size: int, repeats: int = 3,
                 shape: tuple[int, int] = TWELVE_MEGAPIXELS) -> dict[str, Any]:
   """Seconds to colorize one JPEG file of `shape` (H, W; 12 MP) into a PNG, end to end.
 
@@ -145,8 +158,7 @@ def bench_photo(gan: steps.GAN, config, repeats: int = 3,
   """
   from colorize_jax import inference  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  state = gan.init(jax.random.PRNGKey(0), config.image_size)
-  colorizer = inference.Colorizer(gan, state.generator, config.image_size, batch_size=1)
+  colorizer = inference.Colorizer(gan, generator, image_size, batch_size=1)
   h, w = shape
   with tempfile.TemporaryDirectory() as tmp:
     # A smooth synthetic photo: JPEG of noise would make decoding unrealistically slow.
@@ -216,14 +228,21 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
             'width': config.model.width, 'compute_dtype': config.model.get('compute_dtype'),
             'conv_impl': config.model.conv_impl, 'devices': mesh.devices.size,
             'device_kind': jax.devices()[0].device_kind, 'jax': jax.__version__,
-            'xla_flags': os.environ.get('XLA_FLAGS', ''), 'time': time.strftime('%FT%T')}
-  benches = {'train': lambda: bench_train(gan, config, mesh, num_steps, warmup),
-             'infer': lambda: bench_infer(gan, config, mesh, num_steps, warmup),
-             'photo': lambda: bench_photo(gan, config),
+            'xla_flags': os.environ.get('XLA_FLAGS', ''),
+            'xla_cpu_options': layers.xla_cpu_compiler_options(os.environ.get('XLA_FLAGS', ''))
+            if jax.default_backend() == 'cpu' else {},
+            'time': time.strftime('%FT%T')}
+  benches = {'train': lambda: bench_train(programs(), num_steps, warmup),
+             'infer': lambda: bench_infer(programs(), num_steps, warmup),
+             'photo': lambda: bench_photo(gan, programs().new_state().generator,
+                                          config.image_size),
              'pipeline': lambda: bench_pipeline(config, max(8, 3 * num_steps))}
   unknown = [part for part in parts if part not in benches]
   if unknown or not parts:
     raise ValueError(f'unknown benchmark parts {unknown}; choose from {tuple(benches)}')
+  # Built on first use: the pipeline alone needs no model.
+  programs = functools.cache(lambda: _programs(gan, config.image_size, config.batch_size,
+                                               mesh, config.seed))
   records = []
   for part in parts:
     record = {**benches[part](), **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
@@ -246,8 +265,6 @@ def run_peer_format(argv: list[str]) -> dict[str, Any]:
   --bench-dir pointing to ../shared/bench, its timing loop (which leaves out
   steps disturbed by other processes) and FLOP counts are used.
   """
-  # Before JAX starts its backend, as `cli.setup_runtime` does for launch.py.
-  os.environ['XLA_FLAGS'] = layers.xla_cpu_flags(os.environ.get('XLA_FLAGS', ''))
   parser = argparse.ArgumentParser(description=run_peer_format.__doc__)
   parser.add_argument('--bench-dir', default=os.environ.get('PEER_BENCH_DIR',
                                                             '../shared/bench'))
@@ -262,25 +279,21 @@ def run_peer_format(argv: list[str]) -> dict[str, Any]:
   config.image_size, config.batch_size, config.model.width = args.size, args.batch, args.width
   config.seed = args.seed
   gan = steps.GAN.from_config(config)
-  state = gan.init(jax.random.PRNGKey(args.seed), args.size)
+  programs = _programs(gan, args.size, args.batch, parallel.make_mesh(1), args.seed)
+  state = programs.new_state()
   g_count = sum(x.size for x in jax.tree.leaves(state.generator.params))
   d_count = sum(x.size for x in jax.tree.leaves(state.discriminator.params))
   if (g_count, d_count) != tuple(peer.param_counts(args.size, args.width)):
     raise AssertionError(f'parameter counts {g_count, d_count} differ from the reference '
                          f'{peer.param_counts(args.size, args.width)}')
-  train_step = steps.compile_train_step(gan)
-  images = jnp.asarray(np.random.default_rng(args.seed).integers(
-      0, 256, (args.batch, args.size, args.size, 3), np.uint8))
-  generate = steps.jit(lambda g, l: steps.generate_ab(gan, g, l))
-  l_norm = color.normalize_l(jnp.zeros((args.batch, args.size, args.size, 1)))
   box = [state]
 
   def run_train():
-    box[0], metrics = train_step(box[0], {'image': images})
+    box[0], metrics = programs.train_step(box[0], programs.batch)
     jax.block_until_ready(metrics)
 
   def run_infer():
-    jax.block_until_ready(generate(box[0].generator, l_norm))
+    jax.block_until_ready(programs.generate(box[0].generator, programs.l_norm))
 
   train_timing = peer.run_timed('train', run_train, args)
   infer_timing = peer.run_timed('infer', run_infer, args, infer=True)

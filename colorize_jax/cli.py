@@ -17,14 +17,7 @@ def setup_runtime() -> None:
   A persistent compilation cache (default ~/.cache/colorize_jax/jit; set
   $COLORIZE_JAX_JIT_CACHE to move it, or to '' to disable it) lets a second launch
   of the same config skip XLA's compilation of the train step.
-
-  $XLA_FLAGS gets the XLA:CPU options the convolution plans are fast with
-  (`layers.XLA_CPU_OPTIONS`: convolutions on Eigen, not YNNPACK; without them a train
-  step takes about twice as long on CPU), unless it sets them itself. XLA reads
-  $XLA_FLAGS once, when JAX starts its backend, so this must run first.
   """
-  from colorize_jax import layers  # pylint: disable=g-import-not-at-top
-  os.environ['XLA_FLAGS'] = layers.xla_cpu_flags(os.environ.get('XLA_FLAGS', ''))
   import jax  # pylint: disable=g-import-not-at-top
   cache = os.environ.get(JIT_CACHE_ENV, os.path.expanduser('~/.cache/colorize_jax/jit'))
   if cache and jax.config.jax_compilation_cache_dir is None:

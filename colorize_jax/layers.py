@@ -4,9 +4,9 @@ XLA lowers a transposed convolution (and the input gradient of a strided one) to
 convolution over an input with zeros inserted between pixels (`lhs_dilation=2`),
 and autodiff gives its kernel gradient as a convolution with a dilated window. On
 the CPU both can run at well under 1 GFLOP/s, against ~100 for a matmul
-(../shared/bench, `bench_convt.py`; ../notes/perf/layers.md). XLA:CPU also runs a
-convolution either through YNNPACK or through Eigen, and on this CPU Eigen's are up
-to 2-3x faster (`XLA_CPU_OPTIONS`, ../notes/perf/step.md).
+(../shared/bench, `bench_convt.py`). XLA:CPU also runs a convolution either through
+YNNPACK or through Eigen, and on a 2-core AVX2 CPU Eigen's were up to 3x faster
+(`XLA_CPU_OPTIONS`; BENCHMARKS.md).
 
 So 'fast' computes each layer as a `jax.custom_vjp` whose forward pass, input
 gradient and kernel gradient are each taken from whichever of a few equivalent
@@ -21,10 +21,7 @@ formulations measured fastest for that shape (shapes are static under jit):
   'one' (one 2x2 conv to 4 Cout over the input padded by 1, then depth-to-space and
   a 1-pixel crop: the adjoint of 's2d'), 'one_matmul' (the same as one matmul);
 * 'taps'   - for few output channels: one matmul to every tap's contribution at
-             every pixel ([NHW, Cin] x [Cin, taps Cout]), then shifted adds;
-* kernel gradients written out rather than differentiated (`*_KERNEL_GRADS`):
-  the im2col products with the patches built transposed, so that the dot is one
-  YNNPACK runs fast.
+             every pixel ([NHW, Cin] x [Cin, taps Cout]), then shifted adds.
 
 Every formulation computes the same function (tests/test_layers.py checks values and
 both gradients against 'plain'), so the choice only changes speed. 'plain' keeps the
@@ -33,7 +30,6 @@ shapes are those of `nn.Conv` / `nn.ConvTranspose`, so a checkpoint works with e
 """
 
 import functools
-import os
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -194,54 +190,6 @@ def _t_taps(x, kernel):
   return depth_to_space(y)[:, 1:-1, 1:-1]
 
 
-# --------------------------------------------------------------------------------------
-# Kernel gradients written out. Autodiff of an im2col formulation gives dW = P^T g as a
-# dot that contracts the patches' LEADING axis (M = N h w); XLA hands such a dot to
-# Eigen, not to YNNPACK, and on this CPU it runs at ~30 GFLOP/s. Building the patches
-# already transposed ([K, M], from a channel-major copy of x) makes dW a row-major
-# [K, M] x [M, Cout] product that YNNPACK runs 2x faster. Each is g(x, g) -> dkernel.
-# With convolutions on Eigen (`XLA_CPU_OPTIONS`), Eigen's own conv kernel gradient is
-# faster still at every layer measured, so the plans do not pick these at present.
-# --------------------------------------------------------------------------------------
-def _patches_t(xt: jnp.ndarray, offsets, h: int, w: int) -> jnp.ndarray:
-  """Channel-major im2col: xt [C, N, H, W] -> [len(offsets) C, N h w], row (o, c)."""
-  return jnp.concatenate([xt[:, :, s:s + h, r:r + w] for s, r in offsets], axis=0).reshape(
-      len(offsets) * xt.shape[0], -1)
-
-
-def _flat(g: jnp.ndarray) -> jnp.ndarray:
-  return g.reshape(-1, g.shape[-1])
-
-
-def _s2_dw_im2col_t(x, g):
-  h, w = x.shape[1] // 2, x.shape[2] // 2
-  xt = jnp.transpose(space_to_depth(_pad1(x)), (3, 0, 1, 2))
-  d2 = jnp.dot(_patches_t(xt, _SHIFTS2, h, w), _flat(g))        # [16 Cin, Cout]
-  # The inverse of `_s2_kernel_2x2` (a permutation that is its own inverse).
-  cin, cout = x.shape[3], g.shape[3]
-  return d2.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(4, 4, cin, cout)
-
-
-def _t_dw_one_matmul_t(x, g):
-  n, h, w, cin = x.shape
-  cout = g.shape[3]
-  # Cotangent of the 'one' conv's output [N, H+1, W+1, 4 Cout]: the adjoint of the crop
-  # is a zero border, that of depth_to_space is space_to_depth.
-  gy = space_to_depth(_pad1(g))
-  xt = jnp.transpose(_pad1(x), (3, 0, 1, 2))
-  d = jnp.dot(_patches_t(xt, _SHIFTS2, h + 1, w + 1), _flat(gy))  # [4 Cin, 4 Cout]
-  # The adjoint of `_t_kernel_one` (a permutation with flips).
-  k = d.reshape(2, 2, cin, 2, 2, cout).transpose(0, 3, 1, 4, 2, 5)[:, ::-1, :, ::-1]
-  return k.reshape(4, 4, cin, cout)
-
-
-def _s1_dw_im2col_t(x, g):
-  h, w = x.shape[1] - 1, x.shape[2] - 1
-  xt = jnp.transpose(_pad1(x), (3, 0, 1, 2))
-  d = jnp.dot(_patches_t(xt, _SHIFTS4, h, w), _flat(g))          # [16 Cin, Cout]
-  return d.reshape(KERNEL_SIZE, KERNEL_SIZE, x.shape[3], g.shape[3])
-
-
 CONV4X4_S2_FORMULATIONS: dict[str, Callable] = {
     'plain': _s2_plain, 's2d': _s2_s2d, 'im2col': _s2_im2col}
 CONV_TRANSPOSE4X4_S2_FORMULATIONS: dict[str, Callable] = {
@@ -250,11 +198,6 @@ CONV_TRANSPOSE4X4_S2_FORMULATIONS: dict[str, Callable] = {
 CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {'plain': _s1_plain, 'im2col': _s1_im2col,
                                                  'taps': _s1_taps}
 
-
-# Kernel gradients that are not the autodiff of a formulation: g(x, cotangent) -> dkernel.
-CONV4X4_S2_KERNEL_GRADS: dict[str, Callable] = {'im2col_t': _s2_dw_im2col_t}
-CONV_TRANSPOSE4X4_S2_KERNEL_GRADS: dict[str, Callable] = {'one_matmul_t': _t_dw_one_matmul_t}
-CONV4X4_S1_KERNEL_GRADS: dict[str, Callable] = {'im2col_t': _s1_dw_im2col_t}
 
 
 class Plan(NamedTuple):
@@ -268,14 +211,13 @@ class Plan(NamedTuple):
 def _mixed(table: str, plan: Plan) -> Callable:
   """f(x, kernel) running plan.fwd forward and plan.dx / plan.dw for the two gradients.
 
-  plan.dw names a formulation (its autodiff) or a written-out kernel gradient
-  (`*_KERNEL_GRADS`). The residuals are (x, kernel), as for autodiff of any of them
-  (all are linear in each argument); a gradient nobody uses is removed by XLA under jit.
+  The residuals are (x, kernel), as for autodiff of any of them (all are linear in
+  each argument); a gradient nobody uses is removed by XLA under jit.
   """
-  forms, grads = _TABLES[table], _KERNEL_GRADS[table]
+  forms = _TABLES[table]
   if plan.fwd == plan.dx == plan.dw:
     return forms[plan.fwd]      # autodiff of one formulation is exactly this plan
-  fwd, dx = forms[plan.fwd], forms[plan.dx]
+  fwd, dx, dw = forms[plan.fwd], forms[plan.dx], forms[plan.dw]
 
   @jax.custom_vjp
   def f(x, kernel):
@@ -287,10 +229,7 @@ def _mixed(table: str, plan: Plan) -> Callable:
   def f_bwd(res, g):
     x, kernel = res
     gx = jax.vjp(lambda x_: dx(x_, kernel), x)[1](g)[0]
-    if plan.dw in grads:
-      gk = grads[plan.dw](x, g).astype(kernel.dtype)
-    else:
-      gk = jax.vjp(lambda k_: forms[plan.dw](x, k_), kernel)[1](g)[0]
+    gk = jax.vjp(lambda k_: dw(x, k_), kernel)[1](g)[0]
     return gx, gk
 
   f.defvjp(f_fwd, f_bwd)
@@ -299,45 +238,29 @@ def _mixed(table: str, plan: Plan) -> Callable:
 
 _TABLES = {'s2': CONV4X4_S2_FORMULATIONS, 't': CONV_TRANSPOSE4X4_S2_FORMULATIONS,
            's1': CONV4X4_S1_FORMULATIONS}
-_KERNEL_GRADS = {'s2': CONV4X4_S2_KERNEL_GRADS, 't': CONV_TRANSPOSE4X4_S2_KERNEL_GRADS,
-                 's1': CONV4X4_S1_KERNEL_GRADS}
 
 
-# XLA:CPU hands a convolution either to YNNPACK or to Eigen. On this CPU (2 Zen 3 cores,
-# AVX2) Eigen's convolutions, including the kernel gradients XLA derives for them, run
-# at or near the matmul rate for every 4x4 / 2x2 shape of these nets, YNNPACK's at half
-# that or less (../notes/perf/step.md). The plans below were measured, and are only fast,
-# with convolutions on Eigen and dots and reductions on YNNPACK, which this flag selects.
-# `xla_cpu_flags` adds it to $XLA_FLAGS; `steps.compile_train_step` passes it to XLA.
+# XLA:CPU hands a convolution either to YNNPACK or to Eigen. On a 2-core AMD EPYC (AVX2),
+# Eigen's convolutions, including the kernel gradients XLA derives for them, ran at or
+# near the matmul rate for every 4x4 / 2x2 shape of these nets, YNNPACK's at 30-75% of
+# that. The plans below were measured, and are only fast, with convolutions on Eigen
+# and dots and reductions on YNNPACK, which this option selects; `steps.jit` compiles
+# every program that runs the nets with it (a value in $XLA_FLAGS wins).
 XLA_CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type':
                    'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
 
-def xla_cpu_flags(xla_flags: str) -> str:
-  """`xla_flags` (an $XLA_FLAGS value) plus `XLA_CPU_OPTIONS` where it does not set them.
+def xla_cpu_compiler_options(xla_flags: str) -> dict[str, str]:
+  """`XLA_CPU_OPTIONS` less those that `xla_flags` (an $XLA_FLAGS value) sets itself.
 
-  A flag the caller already sets, to any value, is left as it is.
+  For `jax.jit(..., compiler_options=...)`.
   """
-  flags = xla_flags.split()
-  for name, value in XLA_CPU_OPTIONS.items():
-    if not any(f.lstrip('-').split('=', 1)[0] == name for f in flags):
-      flags.append(f'--{name}={value}')
-  return ' '.join(flags)
-
-
-def xla_cpu_compiler_options(xla_flags: str | None = None) -> dict[str, str]:
-  """`XLA_CPU_OPTIONS` less those $XLA_FLAGS (or `xla_flags`) sets.
-
-  For `jax.jit(..., compiler_options=...)`, where $XLA_FLAGS was read before it was set.
-  """
-  flags = os.environ.get('XLA_FLAGS', '') if xla_flags is None else xla_flags
-  named = {f.lstrip('-').split('=', 1)[0] for f in flags.split()}
+  named = {f.lstrip('-').split('=', 1)[0] for f in xla_flags.split()}
   return {k: v for k, v in XLA_CPU_OPTIONS.items() if k not in named}
 
 
 # The rules below come from interleaved per-layer timings of every candidate on a quiet
-# machine (../notes/perf/step.md: all conv shapes at 128/b16/w32 and w64, with
-# `XLA_CPU_OPTIONS`). `h` is the smaller side of the layer's INPUT map. 'Few channels'
+# 2-core machine (all conv shapes at 128/b16/w32 and w64, with `XLA_CPU_OPTIONS`). `h` is the smaller side of the layer's INPUT map. 'Few channels'
 # (< 16) means a matmul or conv with a tiny K, which is memory-bound.
 _BIG_MAP = 32
 _FEW_CHANNELS = 16

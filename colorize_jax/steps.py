@@ -9,6 +9,7 @@ batches cross to the device as uint8 RGB (a quarter of the bytes of float32 Lab)
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable
 
 import flax
@@ -331,11 +332,13 @@ def jit(fun: Callable[..., Any], **jit_kwargs) -> Callable[..., Any]:
   """`jax.jit` plus, on the CPU backend, the XLA options the conv plans assume.
 
   See `layers.XLA_CPU_OPTIONS`: without them the 'fast' plans run convolutions on
-  YNNPACK and a train step takes about twice as long. Options the caller or
-  $XLA_FLAGS set win. Every program that runs the networks is compiled with this.
+  YNNPACK and a train step took 1.6-2.3x as long (128x128, batch 16, width 32).
+  Options the caller or $XLA_FLAGS set win. Every program that runs the networks
+  is compiled with this.
   """
   if jax.default_backend() == 'cpu':
-    options = {**layers.xla_cpu_compiler_options(), **jit_kwargs.get('compiler_options', {})}
+    options = {**layers.xla_cpu_compiler_options(os.environ.get('XLA_FLAGS', '')),
+               **jit_kwargs.get('compiler_options', {})}
     if options:
       jit_kwargs = {**jit_kwargs, 'compiler_options': options}
   return jax.jit(fun, **jit_kwargs)

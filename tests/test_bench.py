@@ -3,6 +3,7 @@
 import json
 import types
 
+import jax
 import pytest
 
 from colorize_jax import bench
@@ -62,7 +63,8 @@ def test_pipeline_record_counts_the_images_it_delivered(records, config):
 def test_photo_bench_colorizes_a_full_resolution_file(config):
   """The photo benchmark runs the real file-to-file path at the photo's own size."""
   gan = steps.GAN.from_config(config)
-  record = bench.bench_photo(gan, config, repeats=1, shape=(300, 400))
+  generator = gan.init(jax.random.PRNGKey(0), config.image_size).generator
+  record = bench.bench_photo(gan, generator, config.image_size, repeats=1, shape=(300, 400))
   assert record['what'] == 'colorize_photo'
   assert record['megapixels'] == 0.12
   assert 0 < record['seconds_min'] <= record['seconds_median']
