@@ -565,8 +565,7 @@ class Colorizer:
       A `RunSummary`: the written destinations and the failures with reasons.
     """
     _check_saturation(saturation)
-    if png_compress_level not in range(10):
-      raise ValueError(f'PNG compression level must be 0..9, got {png_compress_level!r}')
+    images.check_png_compress_level(png_compress_level)  # before any file is read
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
     groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]

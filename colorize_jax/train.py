@@ -11,7 +11,6 @@ import functools
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 from absl import logging
