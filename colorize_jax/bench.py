@@ -5,9 +5,10 @@
 
 Prints one JSON line per measurement and appends them to `--out`. Step times are
 medians over timed calls after warm-up; compilation is timed apart. FLOPs come
-from XLA's cost analysis of the compiled programs (what XLA actually runs; the
-train step does not form the discriminator's weight gradient in the generator
-update, so it is ~3 G + 8 D forward-equivalents, not 3 G + 9 D).
+from XLA's cost analysis of the compiled programs: what XLA actually runs, which is
+less than the model's 3 G + 9 D forward-equivalents per training image, because the
+generator update does not form the discriminator's weight gradient (3 G + 8 D) and
+the discriminator's stride-1 layer runs Winograd's algorithm (`layers`).
 
 `run_peer_format` prints the one-line result format of ../shared/bench (the
 PyTorch and Keras implementations of the same GAN), so that `run_all.py --extra`

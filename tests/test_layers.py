@@ -110,12 +110,13 @@ def test_plain_matches_lax_reference():
                              rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('kind,h', [('s2', 64), ('t', 8), ('s1', 3)])
-def test_fast_public_path_under_jit(kind, h):
+@pytest.mark.parametrize('kind,h,cout', [('s2', 64, 3), ('t', 8, 3), ('s1', 3, 3), ('s1', 9, 16)])
+def test_fast_public_path_under_jit(kind, h, cout):
   """conv*(impl='fast') equals impl='plain' under jit and grad, on a map big enough
-  to take the big-map branch of the rule (small ones are covered above)."""
+  to take the big-map branch of the rule and, for the stride-1 conv, with enough output
+  channels to take Winograd (small ones are covered above)."""
   forms, _, out_hw = TABLES[kind]
-  x, kernel, g = _inputs((2, h, h, 2, 3), out_hw, seed=1)
+  x, kernel, g = _inputs((2, h, h, 2, cout), out_hw, seed=1)
 
   def loss(impl):
     return jax.jit(jax.value_and_grad(
@@ -125,6 +126,18 @@ def test_fast_public_path_under_jit(kind, h):
   (v_plain, (gx_plain, gk_plain)) = loss('plain')(x, kernel)
   np.testing.assert_allclose(v_fast, v_plain, rtol=1e-4)
   _assert_same((v_fast, gx_fast, gk_fast), (v_plain, gx_plain, gk_plain))
+
+
+def test_winograd_only_in_float32():
+  """Winograd's transforms round at ~1e-5 in float32 but would at ~1e-2 in bfloat16: a
+  bfloat16 stride-1 layer runs Eigen's conv, i.e. exactly what 'plain' computes."""
+  assert layers.conv4x4_s1_plan(32, 64, 128, jnp.float32).fwd == 'winograd'
+  x, kernel, _ = _inputs((2, 9, 9, 4, 16), lambda h: h - 1, seed=2)
+  x, kernel = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  fast = jax.jit(lambda a, k: layers.conv4x4_s1(a, k, 'fast'))(x, kernel)
+  plain = jax.jit(lambda a, k: layers.conv4x4_s1(a, k, 'plain'))(x, kernel)
+  assert fast.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(fast, np.float32), np.asarray(plain, np.float32))
 
 
 @pytest.mark.parametrize('ours,theirs,hw', [

@@ -64,7 +64,10 @@ def test_discriminator_output_is_a_patch_map(num_layers, size):
 def test_one_logit_sees_exactly_its_receptive_field(num_layers, expected):
   """The gradient of one central logit is non-zero on exactly an RF x RF input window.
 
-  34x34 for the paper's 2 strided layers, 70x70 for pix2pix's 3.
+  34x34 for the paper's 2 strided layers, 70x70 for pix2pix's 3. "Non-zero" is above
+  1e-5 of the largest entry: the stride-1 layer's Winograd transforms leave float
+  rounding (<= 3e-7 of it, measured) outside the window, while the window's smallest
+  entries are ~2e-3 of it.
   """
   size = 128
   disc = models.Discriminator(width=4, num_layers=num_layers, norm='none')
@@ -77,7 +80,8 @@ def test_one_logit_sees_exactly_its_receptive_field(num_layers, expected):
     logits = disc.apply(variables, x[..., :1], x[..., 1:], train=False)
     return logits[0, side // 2, side // 2, 0]
 
-  touched = np.asarray(jnp.abs(jax.jit(jax.grad(center_logit))(inputs)).sum(axis=(0, 3)) > 0)
+  grad = np.asarray(jnp.abs(jax.jit(jax.grad(center_logit))(inputs)).sum(axis=(0, 3)))
+  touched = grad > 1e-5 * grad.max()
   rows, cols = np.nonzero(touched)
   assert rows.max() - rows.min() + 1 == expected
   assert cols.max() - cols.min() + 1 == expected
