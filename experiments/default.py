@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout = 0.5         # pix2pix: on the innermost decoder levels
   config.model.num_dropout_levels = 3
   config.model.disc_layers = 2       # sec. 3: 2 strided layers -> 34x34 receptive field
-  config.model.conv_impl = 'fast'    # 'fast' | 'plain' (flax/lax as autodiff lowers them)
+  config.model.conv_impl = 'fast'    # 'fast' (per-layer CPU plans, layers.py) | 'plain' (lax convs)
   config.model.compute_dtype = 'float32'  # 'bfloat16': mixed precision, params stay float32
 
   config.loss = ml_collections.ConfigDict()
