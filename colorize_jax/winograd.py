@@ -136,6 +136,11 @@ def _geometry(h: int, w: int, m: int, r: int):
 
 def _forward(x, kernel, m):
   r = kernel.shape[0]
+  if kernel.ndim != 4 or kernel.shape[1] != r or x.ndim != 4 or x.shape[3] != kernel.shape[2]:
+    raise ValueError(f'correlate needs x [N, H, W, C] and a square kernel [r, r, C, D], '
+                     f'got {x.shape} and {kernel.shape}')
+  if min(x.shape[1:3]) < r:
+    raise ValueError(f'correlate needs H and W >= r = {r}, got {x.shape}')
   at, g, bt = transforms(m, r)
   batch, h, w, cin = x.shape
   cout = kernel.shape[3]

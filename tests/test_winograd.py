@@ -78,9 +78,15 @@ def test_correlate_matches_direct_convolution(results, case):
                                err_msg=what)
 
 
-def test_correlate_rejects_what_it_cannot_compute():
-  with pytest.raises(ValueError, match='finite points'):
-    winograd.correlate(jnp.zeros((1, 12, 12, 1)), jnp.zeros((4, 4, 1, 1)), 8)
+@pytest.mark.parametrize('x_shape,k_shape,m,match', [
+    ((1, 12, 12, 1), (4, 4, 1, 1), 8, 'finite points'),
+    ((1, 3, 12, 1), (4, 4, 1, 1), 4, 'H and W >= r'),
+    ((1, 8, 8, 2), (4, 3, 2, 1), 4, 'square kernel'),
+    ((1, 8, 8, 2), (4, 4, 3, 1), 4, 'square kernel'),
+])
+def test_correlate_rejects_what_it_cannot_compute(x_shape, k_shape, m, match):
+  with pytest.raises(ValueError, match=match):
+    winograd.correlate(jnp.zeros(x_shape), jnp.zeros(k_shape), m)
 
 
 def test_gradient_composes_with_jax_transforms():
