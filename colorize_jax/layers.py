@@ -19,7 +19,7 @@ formulations measured fastest for that shape (shapes are static under jit):
 * transposed conv: 'subpixel' (four 2x2 stride-1 convs, one per output phase),
   'subpixel_matmul' (the same four phases as one batched matmul, K = 4 Cin),
   'one' (one 2x2 conv to 4 Cout over the input padded by 1, then depth-to-space and
-  a 1-pixel crop: the adjoint of 's2d'), 'one_matmul' (the same as one matmul);
+  a 1-pixel crop: the adjoint of 's2d');
 * 'taps'   - for few output channels: one matmul to every tap's contribution at
              every pixel ([NHW, Cin] x [Cin, taps Cout]), then shifted adds;
 * stride-1 conv: 'winograd' (Winograd's F(4x4, 4x4), 5.2x fewer multiplications;
@@ -152,22 +152,8 @@ def _t_one(x, kernel):
   return depth_to_space(_conv(_pad1(x), _t_kernel_one(kernel)))[:, 1:-1, 1:-1]
 
 
-def _t_one_matmul(x, kernel):
-  patches = _windows2x2(_pad1(x), x.shape[1] + 1, x.shape[2] + 1)
-  y = jnp.dot(patches, _t_kernel_one(kernel).reshape(4 * x.shape[3], -1))
-  return depth_to_space(y)[:, 1:-1, 1:-1]
-
-
 def _s1_plain(x, kernel):
   return _conv(x, kernel, padding=((1, 1), (1, 1)))
-
-
-def _s1_im2col(x, kernel):
-  xp = _pad1(x)
-  h, w = x.shape[1] - 1, x.shape[2] - 1
-  patches = jnp.concatenate(
-      [xp[:, i:i + h, j:j + w] for i in range(KERNEL_SIZE) for j in range(KERNEL_SIZE)], axis=-1)
-  return jnp.dot(patches, kernel.reshape(-1, kernel.shape[3]))
 
 
 def _shift_sum(z: jnp.ndarray, taps, h: int, w: int, cout: int) -> jnp.ndarray:
@@ -202,9 +188,9 @@ CONV4X4_S2_FORMULATIONS: dict[str, Callable] = {
     'plain': _s2_plain, 's2d': _s2_s2d, 'im2col': _s2_im2col}
 CONV_TRANSPOSE4X4_S2_FORMULATIONS: dict[str, Callable] = {
     'plain': _t_plain, 'subpixel': _t_subpixel, 'subpixel_matmul': _t_subpixel_matmul,
-    'one': _t_one, 'one_matmul': _t_one_matmul, 'taps': _t_taps}
-CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {'plain': _s1_plain, 'im2col': _s1_im2col,
-                                                 'taps': _s1_taps, 'winograd': _s1_winograd}
+    'one': _t_one, 'taps': _t_taps}
+CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {'plain': _s1_plain, 'taps': _s1_taps,
+                                                 'winograd': _s1_winograd}
 
 
 
@@ -268,8 +254,10 @@ def xla_cpu_compiler_options(xla_flags: str) -> dict[str, str]:
 
 
 # The rules below come from interleaved per-layer timings of every candidate on a quiet
-# 2-core machine (all conv shapes at 128/b16/w32 and w64, with `XLA_CPU_OPTIONS`). `h` is the smaller side of the layer's INPUT map. 'Few channels'
-# (< 16) means a matmul or conv with a tiny K, which is memory-bound.
+# 2-core machine (all conv shapes at 128/b16/w32 and w64, with `XLA_CPU_OPTIONS`); the
+# candidates no rule picked (the 'one' conv, and the stride-1 conv, as one matmul) are not
+# kept. `h` is the smaller side of the layer's INPUT map. 'Few channels' (< 16) means a
+# matmul or conv with a tiny K, which is memory-bound.
 _BIG_MAP = 32
 _FEW_CHANNELS = 16
 
