@@ -137,7 +137,7 @@ def colorize(flags, args) -> int:
                       help='how a non-square photo meets the square model (default stretch)')
   parser.add_argument('--png-compression', type=int, default=6, choices=range(10),
                       metavar='0..9', help='zlib level of the output PNGs (default 6); '
-                      '1: a 12 MP photo in 60%% of the time, files ~40%% larger')
+                      '1: a 12 MP photo in 60%% of the time, files 40-60%% larger')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
   opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
   if flags.workdir is None:

@@ -299,7 +299,8 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-# zlib level; Pillow's default. Level 1 encoded a 12 MP photo 2.6x as fast, 40% larger.
+# zlib level; Pillow's default. Level 1 encoded a smooth 12 MP photo 3.5x as fast (3.2 -> 0.9 s)
+# into a file 40-60% larger.
 PNG_COMPRESS_LEVEL = 6
 
 
