@@ -100,12 +100,15 @@ class _Programs(NamedTuple):
   l_norm: jax.Array           # float32 [B, S, S, 1] in [-1, 1], their L, batch-sharded
   train_step: Callable[..., Any]
   generate: Callable[..., Any]
+  prepare: Callable[[steps.NetState], steps.PreparedNet]   # the generator, for `generate`
 
 
 def _programs(gan: steps.GAN, size: int, batch_size: int, mesh: jax.sharding.Mesh,
               seed: int = 0) -> _Programs:
   """What both `run` and `run_peer_format` time: the train step (state donated) and the
-  generator's forward pass in evaluation mode, on random inputs already on the devices."""
+  generator's forward pass in evaluation mode, on random inputs already on the devices.
+  Inference runs the generator as `inference.Colorizer` does: prepared once
+  (`steps.prepare_generator`; its one-off time is reported apart)."""
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   new_state = lambda: parallel.replicate(gan.init(jax.random.PRNGKey(seed), size), mesh)
   images = np.random.default_rng(seed).integers(0, 256, (batch_size, size, size, 3), np.uint8)
@@ -115,7 +118,8 @@ def _programs(gan: steps.GAN, size: int, batch_size: int, mesh: jax.sharding.Mes
                                         out_shardings=(replicated, replicated))
   generate = steps.jit(lambda g, l: steps.generate_ab(gan, g, l),
                        in_shardings=(replicated, sharded), out_shardings=replicated)
-  return _Programs(new_state, batch, l_norm, train_step, generate)
+  prepare = lambda generator: steps.prepare_generator(gan, generator, size)
+  return _Programs(new_state, batch, l_norm, train_step, generate, prepare)
 
 
 def _compiled(jitted, *args):
@@ -141,11 +145,14 @@ def bench_train(programs: _Programs, num_steps: int, warmup: int) -> dict[str, A
 
 def bench_infer(programs: _Programs, num_steps: int, warmup: int) -> dict[str, Any]:
   """Generator forward (evaluation mode) throughput at the training size."""
-  generator = programs.new_state().generator
+  start = time.perf_counter()
+  generator = jax.block_until_ready(programs.prepare(programs.new_state().generator))
+  prepare_s = time.perf_counter() - start
   compiled, compile_s = _compiled(programs.generate, generator, programs.l_norm)
   times = time_calls(lambda: jax.block_until_ready(compiled(generator, programs.l_norm)),
                      2 * num_steps, warmup)
-  return _summary('infer', len(programs.l_norm), times, compile_s, _flops(compiled))
+  return {**_summary('infer', len(programs.l_norm), times, compile_s, _flops(compiled)),
+          'prepare_s': round(prepare_s, 2)}
 
 
 def bench_photo(gan: steps.GAN, generator: steps.NetState, image_size: int, repeats: int = 3,
@@ -294,9 +301,10 @@ def run_peer_format(argv: list[str]) -> dict[str, Any]:
     jax.block_until_ready(metrics)
 
   def run_infer():
-    jax.block_until_ready(programs.generate(box[0].generator, programs.l_norm))
+    jax.block_until_ready(programs.generate(box[1], programs.l_norm))
 
   train_timing = peer.run_timed('train', run_train, args)
+  box.append(programs.prepare(box[0].generator))   # the trained weights, as the peers infer
   infer_timing = peer.run_timed('infer', run_infer, args, infer=True)
   return peer.result('colorize_jax', 'jit', args, train_timing, infer_timing,
                      extra={'version': f'jax {jax.__version__}',

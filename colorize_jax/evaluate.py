@@ -331,7 +331,8 @@ def eval_batch(state: steps.GANState, images: jnp.ndarray, gan: steps.GAN) -> di
   """Colorizes a batch and measures it, its gray baseline and the real photos.
 
   Args:
-    state: the checkpoint's `GANState`.
+    state: the checkpoint's `GANState` (its generator may be prepared:
+      `steps.prepare_generator`).
     images: real photos, rgb uint8 [N, S, S, 3].
     gan: the static model.
 
@@ -656,6 +657,8 @@ class Evaluator:
     splits = input_pipeline.Splits(train=_first(images, 0), val=images, train_epoch_size=0,
                                    stats={})
     step_fn = self._batch_fn(restored)
+    state = restored.state.replace(generator=steps.prepare_generator(
+        restored.gan, restored.state.generator, config.image_size))
     sums = _Sums()
     bar = tqdm.tqdm(total=len(images), unit='img', disable=not progress, leave=False,
                     desc=f'step {restored.step}', dynamic_ncols=True)
@@ -663,7 +666,7 @@ class Evaluator:
                                             global_batch_size=batch_size):
       start = time.perf_counter()
       images_on_devices = parallel.shard_batch({'image': batch['image']}, self.mesh)['image']
-      out = parallel.fetch(step_fn(restored.state, images_on_devices))
+      out = parallel.fetch(step_fn(state, images_on_devices))
       mask = batch['mask']
       real = batch['image'][mask]
       sums.add(out, mask, real)

@@ -101,8 +101,12 @@ def _s2_plain(x, kernel):
   return _conv(x, kernel, strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
+def _s2_s2d_prepared(x, kernel_2x2):
+  return _conv(space_to_depth(_pad1(x)), kernel_2x2)
+
+
 def _s2_s2d(x, kernel):
-  return _conv(space_to_depth(_pad1(x)), _s2_kernel_2x2(kernel))
+  return _s2_s2d_prepared(x, _s2_kernel_2x2(kernel))
 
 
 def _s2_im2col(x, kernel):
@@ -114,14 +118,23 @@ def _t_plain(x, kernel):
   return _conv(x, kernel, padding=((2, 2), (2, 2)), lhs_dilation=(2, 2))
 
 
-def _t_subpixel(x, kernel):
+def _t_phase_kernels(kernel):
+  """[4, 4, Cin, Cout] -> the four [2, 2, Cin, Cout] kernels of output phases (a, b)."""
+  return tuple(kernel[a::2, b::2] for a in (0, 1) for b in (0, 1))
+
+
+def _t_subpixel_prepared(x, phase_kernels):
   # Output row 2m + a sums input rows m - 1 + a + t (t = 0, 1) with kernel rows
   # a + 2t; with one row of zero padding that is a 2x2 window starting at m + a.
   n, h, w, _ = x.shape
   xp = _pad1(x)
-  phases = [_conv(xp[:, a:a + h + 1, b:b + w + 1], kernel[a::2, b::2])
-            for a in (0, 1) for b in (0, 1)]
+  windows = [xp[:, a:a + h + 1, b:b + w + 1] for a in (0, 1) for b in (0, 1)]
+  phases = [_conv(xw, k) for xw, k in zip(windows, phase_kernels)]
   return depth_to_space(jnp.concatenate(phases, axis=-1))
+
+
+def _t_subpixel(x, kernel):
+  return _t_subpixel_prepared(x, _t_phase_kernels(kernel))
 
 
 def _t_subpixel_matmul(x, kernel):
@@ -131,8 +144,7 @@ def _t_subpixel_matmul(x, kernel):
   xp = _pad1(x)
   patches = jnp.stack([_windows2x2(xp[:, a:a + h + 1, b:b + w + 1], h, w)
                        for a in (0, 1) for b in (0, 1)]).reshape(4, n * h * w, 4 * cin)
-  kernels = jnp.stack([kernel[a::2, b::2].reshape(4 * cin, cout)
-                       for a in (0, 1) for b in (0, 1)])
+  kernels = jnp.stack([k.reshape(4 * cin, cout) for k in _t_phase_kernels(kernel)])
   y = lax.dot_general(patches, kernels, (((2,), (1,)), ((0,), (0,))))
   y = y.reshape(2, 2, n, h, w, cout).transpose(2, 3, 0, 4, 1, 5)
   return y.reshape(n, 2 * h, 2 * w, cout)
@@ -145,11 +157,15 @@ def _t_kernel_one(kernel):
   return k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
 
 
-def _t_one(x, kernel):
+def _t_one_prepared(x, kernel_one):
   # Output pixel 2p - 1 + pr (p = 0..H) is phase pr of a 2x2 window at p of the padded
   # input; computing all H + 1 window rows and cropping one pixel per border costs
   # (H+1)^2 / H^2 times the exact MACs for one big conv instead of four.
-  return depth_to_space(_conv(_pad1(x), _t_kernel_one(kernel)))[:, 1:-1, 1:-1]
+  return depth_to_space(_conv(_pad1(x), kernel_one))[:, 1:-1, 1:-1]
+
+
+def _t_one(x, kernel):
+  return _t_one_prepared(x, _t_kernel_one(kernel))
 
 
 def _s1_plain(x, kernel):
@@ -161,13 +177,22 @@ def _shift_sum(z: jnp.ndarray, taps, h: int, w: int, cout: int) -> jnp.ndarray:
   return sum(z[:, s:s + h, r:r + w, t * cout:(t + 1) * cout] for t, (s, r) in enumerate(taps))
 
 
-def _s1_taps(x, kernel):
+def _s1_taps_kernel(kernel):
+  """[4, 4, Cin, Cout] -> [Cin, 16 Cout], tap t = 4 s + r in columns t Cout .. (t + 1) Cout."""
+  cin, cout = kernel.shape[2:]
+  return kernel.transpose(2, 0, 1, 3).reshape(cin, 16 * cout)
+
+
+def _s1_taps_prepared(x, taps_kernel):
   # For few output channels: ONE matmul gives every tap's contribution at every pixel
   # ([NHW, Cin] x [Cin, 16 Cout], the MACs of the conv), then 16 shifted adds of a
   # 16 Cout-channel map. Convs and im2col are memory-bound there (N = Cout = 1).
-  cin, cout = kernel.shape[2:]
-  z = jnp.dot(_pad1(x), kernel.transpose(2, 0, 1, 3).reshape(cin, 16 * cout))
-  return _shift_sum(z, _SHIFTS4, x.shape[1] - 1, x.shape[2] - 1, cout)
+  z = jnp.dot(_pad1(x), taps_kernel)
+  return _shift_sum(z, _SHIFTS4, x.shape[1] - 1, x.shape[2] - 1, taps_kernel.shape[1] // 16)
+
+
+def _s1_taps(x, kernel):
+  return _s1_taps_prepared(x, _s1_taps_kernel(kernel))
 
 
 def _s1_winograd(x, kernel):
@@ -316,6 +341,34 @@ def conv4x4_s1_plan(h: int, cin: int, cout: int, dtype: Any = jnp.float32) -> Pl
   return Plan('plain', 'plain', 'plain')
 
 
+def _check_input(op: str, x: jnp.ndarray) -> None:
+  if op == 's2' and (x.shape[1] % 2 or x.shape[2] % 2):
+    raise ValueError(f'conv4x4_s2 needs even height and width, got {x.shape}')
+  if op == 's1' and (x.shape[1] < 2 or x.shape[2] < 2):
+    raise ValueError(f'conv4x4_s1 needs height and width >= 2, got {x.shape}')
+
+
+def plan_for(op: str, x_shape, kernel_shape, dtype: Any = jnp.float32) -> Plan:
+  """The 'fast' plan of `op` ('s2', 't' or 's1') for an input [N, H, W, Cin] and kernel
+  [4, 4, Cin, Cout] of `dtype`."""
+  h, cin, cout = min(x_shape[1:3]), x_shape[3], kernel_shape[3]
+  if op == 's2':
+    return conv4x4_s2_plan(h, cin, cout)
+  if op == 't':
+    return conv_transpose4x4_s2_plan(h, cin, cout)
+  if op == 's1':
+    return conv4x4_s1_plan(h, cin, cout, dtype)
+  raise ValueError(f'op must be one of {tuple(_TABLES)}, got {op!r}')
+
+
+def _run(op: str, x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl) -> jnp.ndarray:
+  _check_impl(impl)
+  if impl == 'plain':
+    return _TABLES[op]['plain'](x, kernel)
+  _check_input(op, x)
+  return _mixed(op, plan_for(op, x.shape, kernel.shape, jnp.result_type(x, kernel)))(x, kernel)
+
+
 def conv4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> jnp.ndarray:
   """4x4 convolution with stride 2 and zero padding 1 (pix2pix's encoder layer).
 
@@ -327,13 +380,7 @@ def conv4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> 
   Returns:
     [N, H/2, W/2, Cout].
   """
-  _check_impl(impl)
-  if impl == 'plain':
-    return _s2_plain(x, kernel)
-  if x.shape[1] % 2 or x.shape[2] % 2:
-    raise ValueError(f'conv4x4_s2 needs even height and width, got {x.shape}')
-  plan = conv4x4_s2_plan(min(x.shape[1:3]), x.shape[3], kernel.shape[3])
-  return _mixed('s2', plan)(x, kernel)
+  return _run('s2', x, kernel, impl)
 
 
 def conv_transpose4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
@@ -353,11 +400,7 @@ def conv_transpose4x4_s2(x: jnp.ndarray, kernel: jnp.ndarray,
   Returns:
     [N, 2H, 2W, Cout].
   """
-  _check_impl(impl)
-  if impl == 'plain':
-    return _t_plain(x, kernel)
-  plan = conv_transpose4x4_s2_plan(min(x.shape[1:3]), x.shape[3], kernel.shape[3])
-  return _mixed('t', plan)(x, kernel)
+  return _run('t', x, kernel, impl)
 
 
 def conv4x4_s1(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> jnp.ndarray:
@@ -373,14 +416,46 @@ def conv4x4_s1(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> 
   Returns:
     [N, H - 1, W - 1, Cout].
   """
+  return _run('s1', x, kernel, impl)
+
+
+# --------------------------------------------------------------------------------------
+# Inference with the kernels laid out once.
+# --------------------------------------------------------------------------------------
+# Several forward formulations re-lay out the kernel on every call (the space-to-depth
+# taps, the four output-phase kernels, ...): strided copies of whole kernels, which
+# also compete with the first convolutions for the two cores. With fixed weights that
+# is done once: `prepare_kernel` returns what the formulation reads and
+# `apply_prepared(op, form, x, prepare_kernel(op, form, k))` equals the formulation's
+# f(x, k) exactly (the same operations, split in two).
+PREPARED = 'prepared'   # the Flax collection the layers keep prepared kernels in
+
+_PREPARED_FORMS: dict[tuple[str, str], tuple[Callable, Callable]] = {
+    ('s2', 's2d'): (_s2_kernel_2x2, _s2_s2d_prepared),
+    ('t', 'subpixel'): (_t_phase_kernels, _t_subpixel_prepared),
+    ('t', 'one'): (_t_kernel_one, _t_one_prepared),
+    ('s1', 'taps'): (_s1_taps_kernel, _s1_taps_prepared),
+}
+
+
+def forward_formulation(op: str, x_shape, kernel_shape, dtype: Any = jnp.float32,
+                        impl: ConvImpl = 'fast') -> str:
+  """Name of the formulation that computes `op`'s forward pass (a key of its table)."""
   _check_impl(impl)
-  if impl == 'plain':
-    return _s1_plain(x, kernel)
-  if x.shape[1] < 2 or x.shape[2] < 2:
-    raise ValueError(f'conv4x4_s1 needs height and width >= 2, got {x.shape}')
-  plan = conv4x4_s1_plan(min(x.shape[1:3]), x.shape[3], kernel.shape[3],
-                         jnp.result_type(x, kernel))
-  return _mixed('s1', plan)(x, kernel)
+  return 'plain' if impl == 'plain' else plan_for(op, x_shape, kernel_shape, dtype).fwd
+
+
+def prepare_kernel(op: str, form: str, kernel: jnp.ndarray) -> Any:
+  """`kernel` [4, 4, Cin, Cout] in the layout formulation `form` of `op` reads (a pytree)."""
+  prepare = _PREPARED_FORMS.get((op, form), (None, None))[0]
+  return kernel if prepare is None else prepare(kernel)
+
+
+def apply_prepared(op: str, form: str, x: jnp.ndarray, prepared: Any) -> jnp.ndarray:
+  """Formulation `form` of `op` on x [N, H, W, Cin] with a kernel from `prepare_kernel`."""
+  _check_input(op, x)
+  apply = _PREPARED_FORMS.get((op, form), (None, _TABLES[op][form]))[1]
+  return apply(x, prepared)
 
 
 def default_kernel_init() -> Callable[..., Any]:
@@ -389,41 +464,60 @@ def default_kernel_init() -> Callable[..., Any]:
 
 
 class _Conv4x4(nn.Module):
-  """Shared body: parameters as `nn.Conv` / `nn.ConvTranspose` (kernel [4, 4, Cin, Cout], bias)."""
+  """Shared body: parameters as `nn.Conv` / `nn.ConvTranspose` (kernel [4, 4, Cin, Cout], bias).
+
+  Applied with mutable=[PREPARED] (not at init), a layer also stores its kernel as
+  `prepare_kernel` lays it out for this input size, under '<formulation>_kernel';
+  applied with that collection, it reads the kernel from there (the 'params' kernel
+  may then be left out). See `steps.prepare_generator`.
+  """
   features: int
   use_bias: bool = True
   impl: ConvImpl = 'fast'
   dtype: Any = None
-
-  def _op(self, x, kernel, impl):
-    raise NotImplementedError
+  op: str = ''   # set by each subclass: 's2', 't' or 's1'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    kernel = self.param('kernel', default_kernel_init(),
-                        (KERNEL_SIZE, KERNEL_SIZE, x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = self._op(x, kernel, self.impl)
+    kernel_shape = (KERNEL_SIZE, KERNEL_SIZE, x.shape[-1], self.features)
+    make_bias = lambda: (self.param('bias', nn.initializers.zeros, (self.features,))
+                         if self.use_bias else None)
+    stored = self.variables.get(PREPARED)
+    if stored is not None and not self.is_mutable_collection(PREPARED):
+      bias = make_bias()
+      dtype = jax.tree.leaves(stored)[0].dtype
+      form = forward_formulation(self.op, x.shape, kernel_shape, dtype, self.impl)
+      if f'{form}_kernel' not in stored:
+        raise ValueError(
+            f'{self.name}: its prepared kernel is not for this input ({x.shape}, conv_impl '
+            f'{self.impl!r} reads {form}_kernel; prepared: {sorted(stored)}); prepare the '
+            f'generator for the size it runs at')
+      x, bias = nn.dtypes.promote_dtype(x, bias, dtype=dtype)
+      y = apply_prepared(self.op, form, x, stored[f'{form}_kernel'])
+    else:
+      kernel = self.param('kernel', default_kernel_init(), kernel_shape)
+      bias = make_bias()   # after the kernel: the order fixes each parameter's init key
+      x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+      if self.is_mutable_collection(PREPARED) and not self.is_initializing():
+        form = forward_formulation(self.op, x.shape, kernel_shape, kernel.dtype, self.impl)
+        prepared = prepare_kernel(self.op, form, kernel)
+        self.put_variable(PREPARED, f'{form}_kernel', prepared)
+        y = apply_prepared(self.op, form, x, prepared)
+      else:
+        y = _run(self.op, x, kernel, self.impl)
     return y + bias if bias is not None else y
 
 
 class Conv4x4S2(_Conv4x4):
   """`conv4x4_s2` as a Flax layer; parameters as `nn.Conv` (kernel [4, 4, Cin, Cout], bias)."""
-
-  def _op(self, x, kernel, impl):
-    return conv4x4_s2(x, kernel, impl)
+  op: str = 's2'
 
 
 class ConvTranspose4x4S2(_Conv4x4):
   """`conv_transpose4x4_s2` as a Flax layer; parameters as `nn.ConvTranspose`."""
-
-  def _op(self, x, kernel, impl):
-    return conv_transpose4x4_s2(x, kernel, impl)
+  op: str = 't'
 
 
 class Conv4x4S1(_Conv4x4):
   """`conv4x4_s1` as a Flax layer; parameters as `nn.Conv(features, (4, 4), padding=1)`."""
-
-  def _op(self, x, kernel, impl):
-    return conv4x4_s1(x, kernel, impl)
+  op: str = 's1'

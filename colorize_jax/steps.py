@@ -13,6 +13,7 @@ import os
 from typing import Any, Callable
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -281,8 +282,64 @@ def train_step(state: GANState, batch: Batch, gan: GAN) -> tuple[GANState, Metri
   return state.replace(step=state.step + 1), metrics
 
 
-def generate_ab(gan: GAN, generator: NetState, l_norm: jnp.ndarray) -> jnp.ndarray:
-  """Colours for normalised L [N, S, S, 1]: normalised ab [N, S, S, 2] (eval mode)."""
+@flax.struct.dataclass
+class PreparedNet:
+  """A net's variables for inference at one input size (`prepare_generator`): each conv
+  kernel in the layout its forward formulation reads (collection `layers.PREPARED`),
+  'params' without those kernels, and the batch statistics; `size` is the input side
+  it was prepared for."""
+  variables: dict[str, Any]
+  size: int = flax.struct.field(pytree_node=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _prepare_fn(module: models.Generator, size: int) -> Callable[..., Any]:
+  """Jitted (params, batch_stats) -> the `layers.PREPARED` collection for size x size."""
+  def prepare(params, batch_stats):
+    l_norm = jnp.zeros((1, size, size, 1), jnp.float32)
+    _, new = module.apply({'params': params, 'batch_stats': batch_stats}, l_norm,
+                          train=False, mutable=[layers.PREPARED])
+    return new[layers.PREPARED]   # the forward pass itself is dead code, removed by XLA
+
+  return jit(prepare)
+
+
+def prepare_generator(gan: GAN, generator: NetState, size: int) -> PreparedNet:
+  """The generator ready for `generate_ab` on inputs [N, size, size, 1].
+
+  Its outputs are those of `generator` (the same operations), but the kernels'
+  re-layouts that the forward formulations do on every call (`layers`) are done here,
+  once: 4-8% of a forward pass at batch 4 (BENCHMARKS.md). Holds no more memory than
+  the params: the kernels it re-lays out are left out of 'params'.
+
+  Args:
+    gan: the static model.
+    generator: the generator's `NetState` (its optimizer state is not used).
+    size: the input side the prepared net will run at (other sizes may need other
+      layouts: running it there raises a ValueError naming the layer).
+  """
+  prepared = _prepare_fn(gan.generator, size)(generator.params, generator.batch_stats)
+  flat_prepared = traverse_util.flatten_dict(prepared)
+  prepared_layers = {path[:-1] for path in flat_prepared}
+  params = traverse_util.flatten_dict(generator.params)
+  params = {path: p for path, p in params.items()
+            if not (path[-1] == 'kernel' and path[:-1] in prepared_layers)}
+  return PreparedNet({'params': traverse_util.unflatten_dict(params),
+                      'batch_stats': generator.batch_stats, layers.PREPARED: prepared}, size)
+
+
+def generate_ab(gan: GAN, generator: NetState | PreparedNet,
+                l_norm: jnp.ndarray) -> jnp.ndarray:
+  """Colours for normalised L [N, S, S, 1]: normalised ab [N, S, S, 2] (eval mode).
+
+  `generator` is the generator's `NetState`, or for repeated inference at one size
+  its `prepare_generator` result (the same outputs, faster).
+  """
+  if isinstance(generator, PreparedNet):
+    if l_norm.shape[1:3] != (generator.size, generator.size):
+      raise ValueError(f'this generator was prepared for {generator.size}x{generator.size} '
+                       f'inputs, got {l_norm.shape}: prepare it for that size')
+    return gan.generator.apply(generator.variables, l_norm, train=False)
   return _apply(gan.generator, generator, l_norm, train=False)[0]
 
 

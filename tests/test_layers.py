@@ -1,6 +1,7 @@
 """Tests for colorize_jax.layers: every 'fast' formulation equals 'plain', and the modules
 are drop-in replacements for nn.Conv / nn.ConvTranspose."""
 
+import functools
 import itertools
 
 import flax.linen as nn
@@ -188,3 +189,52 @@ def test_unknown_impl_is_a_clear_error(fn):
   """A typo in conv_impl names the allowed values instead of silently picking one."""
   with pytest.raises(ValueError, match="conv_impl must be one of"):
     fn(jnp.ones((1, 4, 4, 2)), jnp.ones((4, 4, 2, 3)), 'fastest')
+
+
+def _all_formulations():
+  return [(kind, form, shape) for kind, (forms, shapes, _) in TABLES.items()
+          for form in forms for shape in shapes]
+
+
+@pytest.mark.parametrize('kind,form,shape', _all_formulations())
+def test_prepared_kernel_gives_the_formulations_output(kind, form, shape):
+  """Laying the kernel out once (`prepare_kernel`) and applying it later computes what the
+  formulation computes from the raw kernel."""
+  x, kernel, _ = _inputs(shape, TABLES[kind][2])
+  direct = jax.jit(TABLES[kind][0][form])(x, kernel)
+  prepared = jax.jit(functools.partial(layers.prepare_kernel, kind, form))(kernel)
+  later = jax.jit(functools.partial(layers.apply_prepared, kind, form))(x, prepared)
+  np.testing.assert_allclose(np.asarray(later), np.asarray(direct), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('module,hw,other_hw,features,other_form_differs', [
+    (layers.Conv4x4S2, (6, 6), (2, 2), 3, False),           # 's2d' (few channels) at both
+    (layers.ConvTranspose4x4S2, (16, 16), (2, 2), 16, True),  # 'one', then 'subpixel'
+    (layers.Conv4x4S1, (5, 4), (3, 3), 1, False),           # 'taps' at both
+])
+def test_module_with_prepared_kernels(module, hw, other_hw, features, other_form_differs):
+  """Applied with mutable=[PREPARED] a layer stores its kernel as its forward formulation
+  reads it; applied with that (and no 'params' kernel) it gives the same output. At an
+  input size with the same formulation it still does; where the formulation differs it
+  is a clear error. init stores nothing extra."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, *hw, 3))
+  layer = module(features)
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  assert set(variables) == {'params'}
+  want = layer.apply(variables, x)
+  got, stored = layer.apply(variables, x, mutable=[layers.PREPARED])
+  np.testing.assert_array_equal(got, want)
+  form = layers.forward_formulation(layer.op, x.shape, (4, 4, 3, features))
+  assert set(stored[layers.PREPARED]) == {f'{form}_kernel'}
+  params = {'bias': variables['params']['bias']}      # no kernel: it is not needed
+  later = layer.apply({'params': params, **stored}, x)
+  np.testing.assert_allclose(later, want, rtol=1e-6, atol=1e-6)
+  other = jax.random.normal(jax.random.PRNGKey(2), (1, *other_hw, 3))
+  assert (layers.forward_formulation(layer.op, other.shape, (4, 4, 3, features)) != form) == (
+      other_form_differs)
+  if other_form_differs:
+    with pytest.raises(ValueError, match='prepared kernel is not for this input'):
+      layer.apply({'params': params, **stored}, other)
+  else:
+    np.testing.assert_allclose(layer.apply({'params': params, **stored}, other),
+                               layer.apply(variables, other), rtol=1e-6, atol=1e-6)

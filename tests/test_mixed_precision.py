@@ -63,3 +63,17 @@ def test_bf16_train_step_keeps_float32_state_and_matches_losses(gans):
   delta = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), bf16_state.generator.params,
                        f32_state.generator.params)
   assert max(jax.tree.leaves(delta)) < 5e-4
+
+
+def test_bf16_prepared_generator_keeps_kernels_in_bf16_and_gives_the_same_colours(gans):
+  """Prepared for inference, the bf16 generator stores its re-laid-out kernels in bf16
+  (half the memory) and colours exactly as the bf16 NetState does."""
+  gan = gans['bfloat16']
+  generator = gan.init(jax.random.PRNGKey(0), helpers.TINY_SIZE).generator
+  prepared = steps.prepare_generator(gan, generator, helpers.TINY_SIZE)
+  assert {x.dtype for x in jax.tree.leaves(prepared.variables['prepared'])} == {
+      jnp.dtype(jnp.bfloat16)}
+  l_norm, _ = color.rgb_to_model_inputs(photos())
+  generate = jax.jit(lambda g, l: steps.generate_ab(gan, g, l))
+  np.testing.assert_allclose(generate(prepared, l_norm), generate(generator, l_norm),
+                             rtol=1e-6, atol=1e-6)
