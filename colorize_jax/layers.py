@@ -26,7 +26,10 @@ formulations measured fastest for that shape (shapes are static under jit):
              colorize_jax/winograd.py).
 
 Every formulation computes the same function (tests/test_layers.py checks values and
-both gradients against 'plain'), so the choice only changes speed. 'plain' keeps the
+both gradients against 'plain'), so the choice only changes speed. For inference with
+fixed weights, the kernel re-layouts a forward formulation does on every call can be
+done once (`prepare_kernel` / `apply_prepared`, the modules' `PREPARED` collection,
+`steps.prepare_generator`). 'plain' keeps the
 textbook formulation (what `nn.Conv` / `nn.ConvTranspose` run); parameter names and
 shapes are those of `nn.Conv` / `nn.ConvTranspose`, so a checkpoint works with either.
 """

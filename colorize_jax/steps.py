@@ -309,14 +309,17 @@ def prepare_generator(gan: GAN, generator: NetState, size: int) -> PreparedNet:
 
   Its outputs are those of `generator` (the same operations), but the kernels'
   re-layouts that the forward formulations do on every call (`layers`) are done here,
-  once: 4-8% of a forward pass at batch 4 (BENCHMARKS.md). Holds no more memory than
-  the params: the kernels it re-lays out are left out of 'params'.
+  once: 3.5-5.5% of a forward pass at the benchmark sizes (BENCHMARKS.md). It holds no
+  more memory than the params: the kernels it re-lays out are left out of 'params'.
 
   Args:
     gan: the static model.
     generator: the generator's `NetState` (its optimizer state is not used).
     size: the input side the prepared net will run at (other sizes may need other
-      layouts: running it there raises a ValueError naming the layer).
+      layouts: `generate_ab` refuses them with a ValueError).
+
+  Returns:
+    A `PreparedNet` for `generate_ab`.
   """
   prepared = _prepare_fn(gan.generator, size)(generator.params, generator.batch_stats)
   flat_prepared = traverse_util.flatten_dict(prepared)
