@@ -294,12 +294,20 @@ class PreparedNet:
 
 @functools.lru_cache(maxsize=None)
 def _prepare_fn(module: models.Generator, size: int) -> Callable[..., Any]:
-  """Jitted (params, batch_stats) -> the `layers.PREPARED` collection for size x size."""
+  """Jitted (params, batch_stats) -> a `PreparedNet`'s variables for size x size inputs."""
   def prepare(params, batch_stats):
     l_norm = jnp.zeros((1, size, size, 1), jnp.float32)
     _, new = module.apply({'params': params, 'batch_stats': batch_stats}, l_norm,
                           train=False, mutable=[layers.PREPARED])
-    return new[layers.PREPARED]   # the forward pass itself is dead code, removed by XLA
+    prepared = new[layers.PREPARED]   # the forward pass itself is dead code, removed by XLA
+    prepared_layers = {path[:-1] for path in traverse_util.flatten_dict(prepared)}
+    kept = {path: p for path, p in traverse_util.flatten_dict(params).items()
+            if not (path[-1] == 'kernel' and path[:-1] in prepared_layers)}
+    variables = {'params': traverse_util.unflatten_dict(kept), 'batch_stats': batch_stats,
+                 layers.PREPARED: prepared}
+    # Buffers of its own (jit would hand back the inputs it returns unchanged): a train
+    # step that donates the generator's state must not delete what the prepared net reads.
+    return jax.tree.map(jnp.copy, variables)
 
   return jit(prepare)
 
@@ -311,6 +319,7 @@ def prepare_generator(gan: GAN, generator: NetState, size: int) -> PreparedNet:
   re-layouts that the forward formulations do on every call (`layers`) are done here,
   once: 3.5-5.5% of a forward pass at the benchmark sizes (BENCHMARKS.md). It holds no
   more memory than the params: the kernels it re-lays out are left out of 'params'.
+  It shares no buffers with `generator` (which may be donated to a train step later).
 
   Args:
     gan: the static model.
@@ -321,14 +330,8 @@ def prepare_generator(gan: GAN, generator: NetState, size: int) -> PreparedNet:
   Returns:
     A `PreparedNet` for `generate_ab`.
   """
-  prepared = _prepare_fn(gan.generator, size)(generator.params, generator.batch_stats)
-  flat_prepared = traverse_util.flatten_dict(prepared)
-  prepared_layers = {path[:-1] for path in flat_prepared}
-  params = traverse_util.flatten_dict(generator.params)
-  params = {path: p for path, p in params.items()
-            if not (path[-1] == 'kernel' and path[:-1] in prepared_layers)}
-  return PreparedNet({'params': traverse_util.unflatten_dict(params),
-                      'batch_stats': generator.batch_stats, layers.PREPARED: prepared}, size)
+  return PreparedNet(_prepare_fn(gan.generator, size)(generator.params, generator.batch_stats),
+                     size)
 
 
 def generate_ab(gan: GAN, generator: NetState | PreparedNet,
