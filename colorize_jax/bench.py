@@ -300,11 +300,12 @@ def run_peer_format(argv: list[str]) -> dict[str, Any]:
     box[0], metrics = programs.train_step(box[0], programs.batch)
     jax.block_until_ready(metrics)
 
-  def run_infer():
-    jax.block_until_ready(programs.generate(box[1], programs.l_norm))
-
   train_timing = peer.run_timed('train', run_train, args)
-  box.append(programs.prepare(box[0].generator))   # the trained weights, as the peers infer
+  generator = programs.prepare(box[0].generator)   # the trained weights, as the peers infer
+
+  def run_infer():
+    jax.block_until_ready(programs.generate(generator, programs.l_norm))
+
   infer_timing = peer.run_timed('infer', run_infer, args, infer=True)
   return peer.result('colorize_jax', 'jit', args, train_timing, infer_timing,
                      extra={'version': f'jax {jax.__version__}',

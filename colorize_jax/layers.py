@@ -108,10 +108,6 @@ def _s2_s2d_prepared(x, kernel_2x2):
   return _conv(space_to_depth(_pad1(x)), kernel_2x2)
 
 
-def _s2_s2d(x, kernel):
-  return _s2_s2d_prepared(x, _s2_kernel_2x2(kernel))
-
-
 def _s2_im2col(x, kernel):
   patches = _windows2x2(space_to_depth(_pad1(x)), x.shape[1] // 2, x.shape[2] // 2)
   return jnp.dot(patches, _s2_kernel_2x2(kernel).reshape(-1, kernel.shape[3]))
@@ -136,12 +132,8 @@ def _t_subpixel_prepared(x, phase_kernels):
   return depth_to_space(jnp.concatenate(phases, axis=-1))
 
 
-def _t_subpixel(x, kernel):
-  return _t_subpixel_prepared(x, _t_phase_kernels(kernel))
-
-
 def _t_subpixel_matmul(x, kernel):
-  # The four phases of `_t_subpixel` as one batched matmul [4, NHW, 4 Cin] x [4, 4 Cin, Cout].
+  # The four phases of `_t_subpixel_prepared` as one batched matmul [4, NHW, 4 Cin] x [4, 4 Cin, Cout].
   n, h, w, cin = x.shape
   cout = kernel.shape[3]
   xp = _pad1(x)
@@ -167,10 +159,6 @@ def _t_one_prepared(x, kernel_one):
   return depth_to_space(_conv(_pad1(x), kernel_one))[:, 1:-1, 1:-1]
 
 
-def _t_one(x, kernel):
-  return _t_one_prepared(x, _t_kernel_one(kernel))
-
-
 def _s1_plain(x, kernel):
   return _conv(x, kernel, padding=((1, 1), (1, 1)))
 
@@ -194,10 +182,6 @@ def _s1_taps_prepared(x, taps_kernel):
   return _shift_sum(z, _SHIFTS4, x.shape[1] - 1, x.shape[2] - 1, taps_kernel.shape[1] // 16)
 
 
-def _s1_taps(x, kernel):
-  return _s1_taps_prepared(x, _s1_taps_kernel(kernel))
-
-
 def _s1_winograd(x, kernel):
   return winograd.correlate(_pad1(x), kernel, 4)
 
@@ -212,13 +196,28 @@ def _t_taps(x, kernel):
   return depth_to_space(y)[:, 1:-1, 1:-1]
 
 
+# The formulations that re-lay out their kernel, as (prepare, apply): the formulation is
+# apply(x, prepare(kernel)); inference can prepare once (`prepare_kernel`, below).
+_SPLIT_FORMS: dict[tuple[str, str], tuple[Callable, Callable]] = {
+    ('s2', 's2d'): (_s2_kernel_2x2, _s2_s2d_prepared),
+    ('t', 'subpixel'): (_t_phase_kernels, _t_subpixel_prepared),
+    ('t', 'one'): (_t_kernel_one, _t_one_prepared),
+    ('s1', 'taps'): (_s1_taps_kernel, _s1_taps_prepared),
+}
+
+
+def _composed(op: str, form: str) -> Callable:
+  prepare, apply = _SPLIT_FORMS[op, form]
+  return lambda x, kernel: apply(x, prepare(kernel))
+
+
 CONV4X4_S2_FORMULATIONS: dict[str, Callable] = {
-    'plain': _s2_plain, 's2d': _s2_s2d, 'im2col': _s2_im2col}
+    'plain': _s2_plain, 's2d': _composed('s2', 's2d'), 'im2col': _s2_im2col}
 CONV_TRANSPOSE4X4_S2_FORMULATIONS: dict[str, Callable] = {
-    'plain': _t_plain, 'subpixel': _t_subpixel, 'subpixel_matmul': _t_subpixel_matmul,
-    'one': _t_one, 'taps': _t_taps}
-CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {'plain': _s1_plain, 'taps': _s1_taps,
-                                                 'winograd': _s1_winograd}
+    'plain': _t_plain, 'subpixel': _composed('t', 'subpixel'),
+    'subpixel_matmul': _t_subpixel_matmul, 'one': _composed('t', 'one'), 'taps': _t_taps}
+CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {
+    'plain': _s1_plain, 'taps': _composed('s1', 'taps'), 'winograd': _s1_winograd}
 
 
 
@@ -428,17 +427,9 @@ def conv4x4_s1(x: jnp.ndarray, kernel: jnp.ndarray, impl: ConvImpl = 'fast') -> 
 # Several forward formulations re-lay out the kernel on every call (the space-to-depth
 # taps, the four output-phase kernels, ...): strided copies of whole kernels, which
 # also compete with the first convolutions for the two cores. With fixed weights that
-# is done once: `prepare_kernel` returns what the formulation reads and
-# `apply_prepared(op, form, x, prepare_kernel(op, form, k))` equals the formulation's
-# f(x, k) exactly (the same operations, split in two).
+# is done once: `prepare_kernel` returns what the formulation reads and `apply_prepared`
+# runs the rest of it (`_SPLIT_FORMS`; the other formulations read the raw kernel).
 PREPARED = 'prepared'   # the Flax collection the layers keep prepared kernels in
-
-_PREPARED_FORMS: dict[tuple[str, str], tuple[Callable, Callable]] = {
-    ('s2', 's2d'): (_s2_kernel_2x2, _s2_s2d_prepared),
-    ('t', 'subpixel'): (_t_phase_kernels, _t_subpixel_prepared),
-    ('t', 'one'): (_t_kernel_one, _t_one_prepared),
-    ('s1', 'taps'): (_s1_taps_kernel, _s1_taps_prepared),
-}
 
 
 def forward_formulation(op: str, x_shape, kernel_shape, dtype: Any = jnp.float32,
@@ -450,15 +441,15 @@ def forward_formulation(op: str, x_shape, kernel_shape, dtype: Any = jnp.float32
 
 def prepare_kernel(op: str, form: str, kernel: jnp.ndarray) -> Any:
   """`kernel` [4, 4, Cin, Cout] in the layout formulation `form` of `op` reads (a pytree)."""
-  prepare = _PREPARED_FORMS.get((op, form), (None, None))[0]
-  return kernel if prepare is None else prepare(kernel)
+  split = _SPLIT_FORMS.get((op, form))
+  return kernel if split is None else split[0](kernel)
 
 
 def apply_prepared(op: str, form: str, x: jnp.ndarray, prepared: Any) -> jnp.ndarray:
   """Formulation `form` of `op` on x [N, H, W, Cin] with a kernel from `prepare_kernel`."""
   _check_input(op, x)
-  apply = _PREPARED_FORMS.get((op, form), (None, _TABLES[op][form]))[1]
-  return apply(x, prepared)
+  split = _SPLIT_FORMS.get((op, form))
+  return (_TABLES[op][form] if split is None else split[1])(x, prepared)
 
 
 def default_kernel_init() -> Callable[..., Any]:
