@@ -214,8 +214,55 @@ def bench_pipeline(config, num_batches: int) -> dict[str, Any]:
           'build_s': round(build_s, 2)}
 
 
+def bench_peak(n: int | None = None, repeats: int = 10) -> dict[str, Any]:
+  """The device's own ceilings, to read the model's GFLOP/s against.
+
+  Args:
+    n: side of the square matmul operands; 8192 on an accelerator (enough to fill
+      one), 1024 on a CPU.
+    repeats: timed calls per measurement (median), after two warm-up calls.
+
+  Returns:
+    A record with TFLOP/s of an [n, n] @ [n, n] matmul of random numbers in float32 at
+    JAX's default precision (which lets GPUs use TF32 matrix units), float32 at
+    'highest' precision and bfloat16 (float32 accumulation), and the GB/s of an
+    elementwise pass over 8 n^2 float32 numbers (bytes read plus written).
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if n is None:
+    n = 1024 if jax.default_backend() == 'cpu' else 8192
+  a, b = jax.random.normal(jax.random.PRNGKey(0), (2, n, n), jnp.float32)
+
+  def rate(fn, *args) -> float:
+    """fn(*args) calls per second (median)."""
+    fn = jax.jit(fn)
+    times = time_calls(lambda: jax.block_until_ready(fn(*args)), repeats, warmup=2)
+    return 1.0 / statistics.median(times)
+
+  matmul_tflop = 2 * n ** 3 / 1e12
+  record = {'what': 'peak', 'matmul_n': n}
+  for name, precision, dtype in (('f32', None, jnp.float32), ('f32_highest', 'highest', jnp.float32),
+                                 ('bf16', None, jnp.bfloat16)):
+    x, y = a.astype(dtype), b.astype(dtype)
+    matmul = functools.partial(jnp.matmul, precision=precision,
+                               preferred_element_type=jnp.float32)
+    record[f'{name}_matmul_tflops'] = _sig(matmul_tflop * rate(matmul, x, y))
+  big = jnp.tile(a, (8, 1))
+  record['copy_gbps'] = _sig(2 * big.nbytes / 1e9 * rate(lambda v: v + 1.0, big))
+  return record
+
+
+def _fraction_of_peak(record: dict[str, Any], peak: dict[str, Any],
+                      compute_dtype: str | None) -> dict[str, Any]:
+  """`record`'s achieved GFLOP/s over the matmul rate of its compute dtype in `peak`."""
+  key = 'bf16_matmul_tflops' if compute_dtype == 'bfloat16' else 'f32_matmul_tflops'
+  if 'achieved_gflops' not in record or not peak.get(key):
+    return {}
+  return {'fraction_of_matmul_peak': _sig(record['achieved_gflops'] / (1e3 * peak[key]), 3)}
+
+
 def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int = 2,
-        parts: tuple[str, ...] = ('train', 'infer', 'photo', 'pipeline'),
+        parts: tuple[str, ...] = ('peak', 'train', 'infer', 'photo', 'pipeline'),
         out_path: str | None = None) -> list[dict[str, Any]]:
   """Runs the benchmarks in `parts`, printing and (if out_path) appending JSON lines.
 
@@ -223,7 +270,9 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
     config: an experiment config; image_size, batch_size and model.* set the model.
     num_steps: timed train steps (inference gets twice as many).
     warmup: untimed calls before timing.
-    parts: any of 'train', 'infer', 'photo', 'pipeline'.
+    parts: any of 'peak', 'train', 'infer', 'photo', 'pipeline'. 'peak' (the device's
+      matmul and copy ceilings, `bench_peak`) runs first when asked for, and the train
+      and infer records then give their fraction of the matmul peak.
     out_path: a JSONL file the records are appended to.
 
   Returns:
@@ -240,7 +289,8 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
             'xla_cpu_options': layers.xla_cpu_compiler_options(os.environ.get('XLA_FLAGS', ''))
             if jax.default_backend() == 'cpu' else {},
             'time': time.strftime('%FT%T')}
-  benches = {'train': lambda: bench_train(programs(), num_steps, warmup),
+  benches = {'peak': bench_peak,
+             'train': lambda: bench_train(programs(), num_steps, warmup),
              'infer': lambda: bench_infer(programs(), num_steps, warmup),
              'photo': lambda: bench_photo(gan, programs().new_state().generator,
                                           config.image_size),
@@ -251,9 +301,13 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
   # Built on first use: the pipeline alone needs no model.
   programs = functools.cache(lambda: _programs(gan, config.image_size, config.batch_size,
                                                mesh, config.seed))
-  records = []
-  for part in parts:
-    record = {**benches[part](), **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
+  records, peak = [], {}
+  for part in sorted(parts, key=lambda part: part != 'peak'):
+    record = benches[part]()
+    if part == 'peak':
+      peak = record
+    record = {**record, **_fraction_of_peak(record, peak, common['compute_dtype']),
+              **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
     device_mb = device_peak_mb()
     if device_mb is not None:
       record['device_peak_mb'] = round(device_mb, 1)

@@ -21,15 +21,16 @@ def config(tmp_path_factory):
 def records(config, tmp_path_factory):
   out = tmp_path_factory.mktemp('bench') / 'bench.jsonl'
   code = cli.bench(types.SimpleNamespace(config=config),
-                   ['--parts', 'train,infer,pipeline', '--steps', '3', '--warmup', '1',
+                   ['--parts', 'train,infer,peak,pipeline', '--steps', '3', '--warmup', '1',
                     '--out', str(out)])
   assert code == cli.EXIT_OK
   return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def test_cli_writes_one_json_record_per_part(records, config):
-  """The JSONL file holds one record per requested part, each tagged with the model."""
-  assert [r['what'] for r in records] == ['train', 'infer', 'input_pipeline']
+  """The JSONL file holds one record per requested part, each tagged with the model;
+  the device's peak is measured first, whatever the order asked for."""
+  assert [r['what'] for r in records] == ['peak', 'train', 'infer', 'input_pipeline']
   for record in records:
     assert record['image_size'] == config.image_size
     assert record['batch_size'] == config.batch_size
@@ -41,7 +42,7 @@ def test_step_records_report_throughput_compile_time_and_flops(records, config):
   """images/s is the batch over the median step; FLOPs come from XLA's cost analysis,
   and a train step (G forward + backward, D on real and fake, both updates) costs
   several times the generator's forward pass."""
-  train, infer = records[0], records[1]
+  train, infer = records[1], records[2]
   for record in (train, infer):
     assert record['steps_timed'] >= 3
     assert record['compile_s'] > 0
@@ -53,8 +54,31 @@ def test_step_records_report_throughput_compile_time_and_flops(records, config):
   assert 3 * infer['gflop_per_image'] < train['gflop_per_image'] < 20 * infer['gflop_per_image']
 
 
+def test_peak_record_gives_the_ceilings_the_step_records_are_read_against(records):
+  """Matmul TFLOP/s in each precision and copy GB/s are positive; the train and infer
+  records give their achieved rate as a fraction of the float32 matmul rate."""
+  peak, train, infer = records[:3]
+  assert peak['matmul_n'] == 1024   # the CPU's size
+  for key in ('f32_matmul_tflops', 'f32_highest_matmul_tflops', 'bf16_matmul_tflops',
+              'copy_gbps'):
+    assert peak[key] > 0
+  for record in (train, infer):
+    assert record['fraction_of_matmul_peak'] == pytest.approx(
+        record['achieved_gflops'] / (1e3 * peak['f32_matmul_tflops']), rel=1e-2)
+  assert 'fraction_of_matmul_peak' not in records[3]
+
+
+def test_fraction_of_peak_reads_the_compute_dtypes_rate():
+  """bfloat16 programs are read against the bfloat16 matmul, float32 ones against float32."""
+  peak = {'f32_matmul_tflops': 0.1, 'bf16_matmul_tflops': 0.4}
+  record = {'achieved_gflops': 20.0}
+  assert bench._fraction_of_peak(record, peak, 'float32') == {'fraction_of_matmul_peak': 0.2}
+  assert bench._fraction_of_peak(record, peak, 'bfloat16') == {'fraction_of_matmul_peak': 0.05}
+  assert bench._fraction_of_peak(record, {}, 'float32') == {}
+
+
 def test_pipeline_record_counts_the_images_it_delivered(records, config):
-  pipeline = records[2]
+  pipeline = records[3]
   assert pipeline['source'] == 'folder'
   assert pipeline['images'] >= 8 * config.batch_size
   assert pipeline['images_per_s'] > 0
