@@ -13,23 +13,10 @@ KEEP_HOST_MEMORY_ENV = 'COLORIZE_JAX_KEEP_HOST_MEMORY'
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-# What jax records after every XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT).
-BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
-_compiles_released = [0]   # how many compilations `_release_after_compile` followed
-_listening = []            # [True] once it is registered
-
-
-def _release_after_compile(event: str, duration: float, **kwargs) -> None:
-  """jax.monitoring listener: hands the compiler's freed memory back to the OS."""
-  del duration, kwargs
-  if event == BACKEND_COMPILE_EVENT:
-    import ctypes  # pylint: disable=g-import-not-at-top
-    ctypes.CDLL(None).malloc_trim(0)
-    _compiles_released[0] += 1
 
 
 def keep_host_memory() -> bool:
-  """Makes glibc's malloc keep the memory XLA's programs free, for their next call.
+  """Makes glibc's malloc keep the memory a process frees, for its next allocations.
 
   XLA:CPU allocates a program's temporary buffers (32-65 MB for an inference call
   here, more for a train step) at every call and frees them after it. glibc serves
@@ -38,11 +25,9 @@ def keep_host_memory() -> bool:
   faults per inference call, 67k per train step at 128x128 / batch 16 / width 32,
   which cost 3-9% of an inference call and 4% of a train step on this 2-core host.
   One arena, no mmap for big blocks and no trimming let each call reuse the pages of
-  the last. What the compiler frees is the exception: kept, it would add the
-  compiler's peak to the programs' (peak resident memory 1.2-1.4x at 256/4/64), so
-  after every compilation the free memory is handed back (`malloc_trim`, through a
-  `jax.monitoring` listener). Call it before JAX starts its threads; threads that
-  already allocated keep their own arena.
+  the last. The process then holds on to its peak heap until it exits (its peak
+  resident memory does not grow). Call it before JAX starts its threads; threads
+  that already allocated keep their own arena.
 
   Returns:
     Whether it was applied: False off glibc, or when $COLORIZE_JAX_KEEP_HOST_MEMORY
@@ -52,15 +37,9 @@ def keep_host_memory() -> bool:
   import platform  # pylint: disable=g-import-not-at-top
   if os.environ.get(KEEP_HOST_MEMORY_ENV, '1') == '0' or platform.libc_ver()[0] != 'glibc':
     return False
-  import jax  # pylint: disable=g-import-not-at-top
   libc = ctypes.CDLL(None)
   settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))
-  if not all(libc.mallopt(param, value) == 1 for param, value in settings):
-    return False
-  if not _listening:
-    jax.monitoring.register_event_duration_secs_listener(_release_after_compile)
-    _listening.append(True)
-  return True
+  return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
 def setup_runtime() -> None:

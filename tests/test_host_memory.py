@@ -52,21 +52,5 @@ def test_repeated_calls_stop_faulting_their_temporary_buffers_in():
 
 
 def test_can_be_turned_off(monkeypatch):
-  """$COLORIZE_JAX_KEEP_HOST_MEMORY=0 leaves malloc as it is."""
   monkeypatch.setenv(cli.KEEP_HOST_MEMORY_ENV, '0')
   assert cli.keep_host_memory() is False
-
-
-def test_every_compilation_hands_the_compilers_freed_memory_back():
-  """The listener is keyed to the event jax records after each XLA compilation, and a
-  compilation after `keep_host_memory` fires it."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from jax._src import dispatch  # pylint: disable=g-import-not-at-top
-  assert cli.BACKEND_COMPILE_EVENT == dispatch.BACKEND_COMPILE_EVENT
-  if not cli.keep_host_memory():
-    pytest.skip('a glibc malloc setting')
-  x = jax.block_until_ready(jnp.arange(7.0))
-  before = cli._compiles_released[0]  # pylint: disable=protected-access
-  jax.jit(lambda x: x * 3.0 + 1.0).lower(x).compile()
-  assert cli._compiles_released[0] == before + 1  # pylint: disable=protected-access
