@@ -327,8 +327,6 @@ def run_peer_format(argv: list[str]) -> dict[str, Any]:
   --bench-dir pointing to ../shared/bench, its timing loop (which leaves out
   steps disturbed by other processes) and FLOP counts are used.
   """
-  from colorize_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.keep_host_memory()   # as launch.py does, before JAX starts its threads
   parser = argparse.ArgumentParser(description=run_peer_format.__doc__)
   parser.add_argument('--bench-dir', default=os.environ.get('PEER_BENCH_DIR',
                                                             '../shared/bench'))

@@ -9,48 +9,15 @@ from absl import logging
 import numpy as np
 
 JIT_CACHE_ENV = 'COLORIZE_JAX_JIT_CACHE'
-KEEP_HOST_MEMORY_ENV = 'COLORIZE_JAX_KEEP_HOST_MEMORY'
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-
-
-def keep_host_memory() -> bool:
-  """Makes glibc's malloc keep the memory a process frees, for its next allocations.
-
-  XLA:CPU allocates a program's temporary buffers (32-65 MB for an inference call
-  here, more for a train step) at every call and frees them after it. glibc serves
-  blocks that big with fresh mmaps, and a thread's own arena cannot hold a block over
-  64 MiB at all, so every call page-faulted its whole working set in again: 8.5k-20k
-  faults per inference call, 67k per train step at 128x128 / batch 16 / width 32,
-  which cost 3-9% of an inference call and 4% of a train step on this 2-core host.
-  One arena, no mmap for big blocks and no trimming let each call reuse the pages of
-  the last. The process then holds on to its peak heap until it exits (its peak
-  resident memory does not grow). Call it before JAX starts its threads; threads
-  that already allocated keep their own arena.
-
-  Returns:
-    Whether it was applied: False off glibc, or when $COLORIZE_JAX_KEEP_HOST_MEMORY
-    is '0'.
-  """
-  import ctypes  # pylint: disable=g-import-not-at-top
-  import platform  # pylint: disable=g-import-not-at-top
-  if os.environ.get(KEEP_HOST_MEMORY_ENV, '1') == '0' or platform.libc_ver()[0] != 'glibc':
-    return False
-  libc = ctypes.CDLL(None)
-  settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))
-  return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
 def setup_runtime() -> None:
   """Process-wide settings every mode wants, applied before JAX compiles anything.
 
-  Freed host memory is kept for reuse (`keep_host_memory`). A persistent compilation
-  cache (default ~/.cache/colorize_jax/jit; set $COLORIZE_JAX_JIT_CACHE to move it, or
-  to '' to disable it) lets a second launch of the same config skip XLA's compilation
-  of the train step.
+  A persistent compilation cache (default ~/.cache/colorize_jax/jit; set
+  $COLORIZE_JAX_JIT_CACHE to move it, or to '' to disable it) lets a second launch
+  of the same config skip XLA's compilation of the train step.
   """
-  keep_host_memory()
   import jax  # pylint: disable=g-import-not-at-top
   cache = os.environ.get(JIT_CACHE_ENV, os.path.expanduser('~/.cache/colorize_jax/jit'))
   if cache and jax.config.jax_compilation_cache_dir is None:
@@ -72,10 +39,10 @@ def train(flags, args) -> int:
   """`launch.py train --config FILE --workdir DIR`: trains (or resumes) a run."""
   del args
   _require(flags, 'config', 'workdir')
-  setup_runtime()
   from colorize_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(flags.coordinator_address, flags.num_processes,
                                   flags.process_id)
+  setup_runtime()
   from colorize_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   try:
     train_lib.train_and_evaluate(flags.config, flags.workdir)
