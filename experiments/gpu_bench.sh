@@ -81,7 +81,7 @@ ours bfloat16 "$(faster_impl bfloat16)" "$big" train,infer
 ours float32 "$(faster_impl float32)" "$big" train,infer
 torch_peer "$big"
 torch_peer "$batch" --channels-last
-step "ours peer-format b$batch" 60 bash -c "\"$py\" -m colorize_jax.bench --bench-dir \"$peer\" \
+step "ours peer-format b$batch" 90 bash -c "\"$py\" -m colorize_jax.bench --bench-dir \"$peer\" \
   ${peer_flags[*]} --batch $batch >>\"$out/peers.jsonl\""
 ours float32 "$(faster_impl float32)" "$batch" photo
 

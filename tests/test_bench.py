@@ -1,6 +1,9 @@
 """launch.py bench: what each record measures, and that bad requests are clear errors."""
 
 import json
+import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -10,6 +13,9 @@ from colorize_jax import bench
 from colorize_jax import cli
 from colorize_jax import steps
 from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_BENCH = os.path.join(ROOT, '..', 'shared', 'bench')
 
 
 @pytest.fixture(scope='module')
@@ -101,3 +107,22 @@ def test_unknown_or_no_parts_are_usage_errors_before_anything_runs(config, capsy
   assert cli.bench(flags, ['--parts', 'train,warp']) == cli.EXIT_USAGE
   assert 'warp' in capsys.readouterr().err
   assert cli.bench(flags, ['--parts', ',']) == cli.EXIT_USAGE
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(PEER_BENCH, 'common.py')),
+                    reason='needs ../shared/bench (the peers\' FLOP count)')
+def test_gpu_script_keeps_to_its_budget_survives_failed_steps_and_prints_its_table(
+    tmp_path):
+  """experiments/gpu_bench.sh, shrunk (SMOKE=1) on the CPU with time for one model run:
+  the peak is measured, the model runs that do not fit are skipped and say so, the
+  PyTorch steps fail here (no CUDA) without stopping the script, and the table
+  reads the peak back."""
+  env = {**os.environ, 'SMOKE': '1', 'BUDGET_S': '95', 'PYTHON': sys.executable}
+  done = subprocess.run(['bash', 'experiments/gpu_bench.sh', str(tmp_path), PEER_BENCH],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  records = [json.loads(line) for line in (tmp_path / 'gpu.jsonl').read_text().splitlines()]
+  assert [r['what'] for r in records] == ['peak']
+  assert '== skip ours bfloat16 fast b4' in done.stdout
+  assert '== torch eager b4 4: rc=1' in done.stdout
+  assert "peak: {'f32_matmul_tflops'" in done.stdout
