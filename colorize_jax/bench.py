@@ -252,17 +252,8 @@ def bench_peak(n: int | None = None, repeats: int = 10) -> dict[str, Any]:
   return record
 
 
-def _fraction_of_peak(record: dict[str, Any], peak: dict[str, Any],
-                      compute_dtype: str | None) -> dict[str, Any]:
-  """`record`'s achieved GFLOP/s over the matmul rate of its compute dtype in `peak`."""
-  key = 'bf16_matmul_tflops' if compute_dtype == 'bfloat16' else 'f32_matmul_tflops'
-  if 'achieved_gflops' not in record or not peak.get(key):
-    return {}
-  return {'fraction_of_matmul_peak': _sig(record['achieved_gflops'] / (1e3 * peak[key]), 3)}
-
-
 def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int = 2,
-        parts: tuple[str, ...] = ('peak', 'train', 'infer', 'photo', 'pipeline'),
+        parts: tuple[str, ...] = ('train', 'infer', 'photo', 'pipeline', 'peak'),
         out_path: str | None = None) -> list[dict[str, Any]]:
   """Runs the benchmarks in `parts`, printing and (if out_path) appending JSON lines.
 
@@ -270,9 +261,10 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
     config: an experiment config; image_size, batch_size and model.* set the model.
     num_steps: timed train steps (inference gets twice as many).
     warmup: untimed calls before timing.
-    parts: any of 'peak', 'train', 'infer', 'photo', 'pipeline'. 'peak' (the device's
-      matmul and copy ceilings, `bench_peak`) runs first when asked for, and the train
-      and infer records then give their fraction of the matmul peak.
+    parts: any of 'train', 'infer', 'photo', 'pipeline', 'peak', run in the order
+      given. 'peak' is the device's matmul and copy ceilings (`bench_peak`), to read the
+      records' achieved GFLOP/s against; it comes last by default because its big
+      buffers would count in the device-memory peak of any part after it.
     out_path: a JSONL file the records are appended to.
 
   Returns:
@@ -301,13 +293,9 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
   # Built on first use: the pipeline alone needs no model.
   programs = functools.cache(lambda: _programs(gan, config.image_size, config.batch_size,
                                                mesh, config.seed))
-  records, peak = [], {}
-  for part in sorted(parts, key=lambda part: part != 'peak'):
-    record = benches[part]()
-    if part == 'peak':
-      peak = record
-    record = {**record, **_fraction_of_peak(record, peak, common['compute_dtype']),
-              **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
+  records = []
+  for part in parts:
+    record = {**benches[part](), **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
     device_mb = device_peak_mb()
     if device_mb is not None:
       record['device_peak_mb'] = round(device_mb, 1)

@@ -41,8 +41,8 @@ step() {  # step NAME SECONDS_NEEDED CMD...: runs CMD if that much budget is lef
   echo "== $name: rc=$rc in $(( $(date +%s) - start ))s" | tee -a "$log"
 }
 
-ours() {  # ours DTYPE IMPL BATCH PARTS: launch.py bench at the paper's config
-  step "ours $1 $2 b$3" 90 "$py" launch.py bench --config experiments/paper.py \
+ours() {  # ours DTYPE IMPL BATCH PARTS [SECONDS_NEEDED]: launch.py bench at the paper's config
+  step "ours $1 $2 b$3 $4" "${5:-90}" "$py" launch.py bench --config experiments/paper.py \
     --config.image_size="$size" --config.model.width="$width" --config.batch_size="$3" \
     --config.model.compute_dtype="$1" --config.model.conv_impl="$2" \
     --parts "$4" --steps "$steps" --warmup 5 --out "$out/gpu.jsonl"
@@ -51,7 +51,7 @@ ours() {  # ours DTYPE IMPL BATCH PARTS: launch.py bench at the paper's config
 peer_flags=(--size "$size" --width "$width" --steps "$peer_steps" --infer-steps $((2 * peer_steps))
             --warmup 5 --max-seconds 20 --quiet-wait 0)
 torch_peer() {  # torch_peer BATCH [--channels-last]
-  step "torch eager b$1 $*" 40 bash -c "\"$py\" experiments/torch_peer_on_gpu.py \"$peer\" \
+  step "torch eager b$1${2:+ $2}" 40 bash -c "\"$py\" experiments/torch_peer_on_gpu.py \"$peer\" \
     ${peer_flags[*]} --batch $1 ${2:-} >>\"$out/peers.jsonl\""
 }
 
@@ -71,7 +71,7 @@ EOF
     --format=csv 2>&1; "$py" -c "import jax, flax, optax; print('jax', jax.__version__, \
     jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__)"; } 2>&1 | tee -a "$log"
 
-ours float32 fast "$batch" peak   # alone: its big buffers would count in a run's memory peak
+ours float32 fast "$batch" peak 30   # alone: its big buffers would count in later parts' memory peak
 ours float32 fast "$batch" train,infer
 ours bfloat16 fast "$batch" train,infer
 torch_peer "$batch"

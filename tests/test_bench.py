@@ -34,9 +34,9 @@ def records(config, tmp_path_factory):
 
 
 def test_cli_writes_one_json_record_per_part(records, config):
-  """The JSONL file holds one record per requested part, each tagged with the model;
-  the device's peak is measured first, whatever the order asked for."""
-  assert [r['what'] for r in records] == ['peak', 'train', 'infer', 'input_pipeline']
+  """The JSONL file holds one record per requested part, in the order asked for, each
+  tagged with the model."""
+  assert [r['what'] for r in records] == ['train', 'infer', 'peak', 'input_pipeline']
   for record in records:
     assert record['image_size'] == config.image_size
     assert record['batch_size'] == config.batch_size
@@ -48,7 +48,7 @@ def test_step_records_report_throughput_compile_time_and_flops(records, config):
   """images/s is the batch over the median step; FLOPs come from XLA's cost analysis,
   and a train step (G forward + backward, D on real and fake, both updates) costs
   several times the generator's forward pass."""
-  train, infer = records[1], records[2]
+  train, infer = records[0], records[1]
   for record in (train, infer):
     assert record['steps_timed'] >= 3
     assert record['compile_s'] > 0
@@ -60,27 +60,15 @@ def test_step_records_report_throughput_compile_time_and_flops(records, config):
   assert 3 * infer['gflop_per_image'] < train['gflop_per_image'] < 20 * infer['gflop_per_image']
 
 
-def test_peak_record_gives_the_ceilings_the_step_records_are_read_against(records):
-  """Matmul TFLOP/s in each precision and copy GB/s are positive; the train and infer
-  records give their achieved rate as a fraction of the float32 matmul rate."""
-  peak, train, infer = records[:3]
+def test_peak_record_gives_the_devices_ceilings(records):
+  """Matmul TFLOP/s in each precision and copy GB/s, measured at the CPU's size; on the
+  CPU the model's own rate lies below the float32 matmul's."""
+  peak, train = records[2], records[0]
   assert peak['matmul_n'] == 1024   # the CPU's size
   for key in ('f32_matmul_tflops', 'f32_highest_matmul_tflops', 'bf16_matmul_tflops',
               'copy_gbps'):
     assert peak[key] > 0
-  for record in (train, infer):
-    assert record['fraction_of_matmul_peak'] == pytest.approx(
-        record['achieved_gflops'] / (1e3 * peak['f32_matmul_tflops']), rel=1e-2)
-  assert 'fraction_of_matmul_peak' not in records[3]
-
-
-def test_fraction_of_peak_reads_the_compute_dtypes_rate():
-  """bfloat16 programs are read against the bfloat16 matmul, float32 ones against float32."""
-  peak = {'f32_matmul_tflops': 0.1, 'bf16_matmul_tflops': 0.4}
-  record = {'achieved_gflops': 20.0}
-  assert bench._fraction_of_peak(record, peak, 'float32') == {'fraction_of_matmul_peak': 0.2}
-  assert bench._fraction_of_peak(record, peak, 'bfloat16') == {'fraction_of_matmul_peak': 0.05}
-  assert bench._fraction_of_peak(record, {}, 'float32') == {}
+  assert 0 < train['achieved_gflops'] < 1e3 * peak['f32_matmul_tflops']
 
 
 def test_pipeline_record_counts_the_images_it_delivered(records, config):
@@ -113,16 +101,18 @@ def test_unknown_or_no_parts_are_usage_errors_before_anything_runs(config, capsy
                     reason='needs ../shared/bench (the peers\' FLOP count)')
 def test_gpu_script_keeps_to_its_budget_survives_failed_steps_and_prints_its_table(
     tmp_path):
-  """experiments/gpu_bench.sh, shrunk (SMOKE=1) on the CPU with time for one model run:
+  """experiments/gpu_bench.sh, shrunk (SMOKE=1) on the CPU with no time for a model run:
   the peak is measured, the model runs that do not fit are skipped and say so, the
   PyTorch steps fail here (no CUDA) without stopping the script, and the table
   reads the peak back."""
-  env = {**os.environ, 'SMOKE': '1', 'BUDGET_S': '95', 'PYTHON': sys.executable}
+  # 70 s: enough for the peak (needs 30) and the PyTorch steps (40) after it, never
+  # for a model run (90).
+  env = {**os.environ, 'SMOKE': '1', 'BUDGET_S': '70', 'PYTHON': sys.executable}
   done = subprocess.run(['bash', 'experiments/gpu_bench.sh', str(tmp_path), PEER_BENCH],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr
   records = [json.loads(line) for line in (tmp_path / 'gpu.jsonl').read_text().splitlines()]
   assert [r['what'] for r in records] == ['peak']
-  assert '== skip ours bfloat16 fast b4' in done.stdout
-  assert '== torch eager b4 4: rc=1' in done.stdout
+  assert '== skip ours float32 fast b4 train,infer' in done.stdout
+  assert '== torch eager b4: rc=1' in done.stdout
   assert "peak: {'f32_matmul_tflops'" in done.stdout
