@@ -252,6 +252,19 @@ def bench_peak(n: int | None = None, repeats: int = 10) -> dict[str, Any]:
   return record
 
 
+class PartsFailed(RuntimeError):
+  """Some parts of `run` failed; the other parts ran and their records were written.
+
+  Attributes:
+    errors: part -> 'ExceptionType: message', in the order the parts ran.
+    records: the records of the parts that succeeded.
+  """
+
+  def __init__(self, errors: dict[str, str], records: list[dict[str, Any]]):
+    super().__init__('; '.join(f'{part}: {message}' for part, message in errors.items()))
+    self.errors, self.records = errors, records
+
+
 def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int = 2,
         parts: tuple[str, ...] = ('train', 'infer', 'photo', 'pipeline', 'peak'),
         out_path: str | None = None) -> list[dict[str, Any]]:
@@ -269,6 +282,11 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
 
   Returns:
     The records.
+
+  Raises:
+    ValueError: unknown parts, or a config the model cannot run (nothing ran).
+    PartsFailed: after all parts ran, if any failed with a ValueError, OSError or
+      RuntimeError (a dataset that is not there, memory exhausted, ...).
   """
   gan = steps.GAN.from_config(config)
   mesh = parallel.make_mesh(config.get('num_devices', None))
@@ -293,9 +311,17 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
   # Built on first use: the pipeline alone needs no model.
   programs = functools.cache(lambda: _programs(gan, config.image_size, config.batch_size,
                                                mesh, config.seed))
-  records = []
+  records, errors = [], {}
   for part in parts:
-    record = {**benches[part](), **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
+    try:
+      result = benches[part]()
+    except (ValueError, OSError, RuntimeError) as e:
+      # A missing dataset or an out-of-memory in one part must not cost the others.
+      errors[part] = f'{type(e).__name__}: {e}'
+      print(f'error: benchmark part {part!r} failed, going on: {errors[part]}',
+            file=sys.stderr, flush=True)
+      continue
+    record = {**result, **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
     device_mb = device_peak_mb()
     if device_mb is not None:
       record['device_peak_mb'] = round(device_mb, 1)
@@ -304,6 +330,8 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
     if out_path:
       with open(out_path, 'a') as f:
         f.write(json.dumps(record) + '\n')
+  if errors:
+    raise PartsFailed(errors, records)
   return records
 
 

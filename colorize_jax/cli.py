@@ -290,6 +290,10 @@ def bench(flags, args) -> int:
   try:
     bench_lib.run(flags.config, num_steps=opts.steps, warmup=opts.warmup,
                   parts=tuple(p for p in opts.parts.split(',') if p), out_path=opts.out)
+  except bench_lib.PartsFailed as e:
+    print(f'error: {len(e.errors)} benchmark part(s) failed ({", ".join(e.errors)}); the '
+          f'other parts ran and their records were kept', file=sys.stderr)
+    return EXIT_PARTIAL
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE

@@ -97,6 +97,24 @@ def test_unknown_or_no_parts_are_usage_errors_before_anything_runs(config, capsy
   assert cli.bench(flags, ['--parts', ',']) == cli.EXIT_USAGE
 
 
+def test_a_failed_part_is_reported_and_the_other_parts_still_run(config, tmp_path, capsys):
+  """A part whose data is missing (the input pipeline of a photo folder that is not
+  there) costs only its own record: the parts after it run, their records are written,
+  the error names the part and the folder, and the exit status says 'partial'."""
+  broken = config.copy_and_resolve_references()
+  broken.data.folder = str(tmp_path / 'no_such_folder')
+  out = tmp_path / 'bench.jsonl'
+  code = cli.bench(types.SimpleNamespace(config=broken),
+                   ['--parts', 'pipeline,peak', '--out', str(out)])
+  assert code == cli.EXIT_PARTIAL
+  assert [json.loads(line)['what'] for line in out.read_text().splitlines()] == ['peak']
+  err = capsys.readouterr().err
+  assert "'pipeline' failed" in err and 'no_such_folder' in err
+  with pytest.raises(bench.PartsFailed) as failure:
+    bench.run(broken, parts=('pipeline',))
+  assert list(failure.value.errors) == ['pipeline'] and failure.value.records == []
+
+
 @pytest.mark.skipif(not os.path.exists(os.path.join(PEER_BENCH, 'common.py')),
                     reason='needs ../shared/bench (the peers\' FLOP count)')
 def test_gpu_script_keeps_to_its_budget_survives_failed_steps_and_prints_its_table(
