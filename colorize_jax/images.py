@@ -111,6 +111,9 @@ def _deep_gray(img: Image.Image) -> np.ndarray:
   """A 16/32-bit integer or float gray image -> float32 [H, W] in [0, 1], full precision."""
   arr = np.asarray(img, dtype=np.float64)
   if img.mode == 'F':
+    if not np.isfinite(arr).all():
+      # One NaN would make max() NaN and the scale below wrong for every pixel.
+      raise ValueError(f'{np.count_nonzero(~np.isfinite(arr))} pixels are NaN or infinite')
     arr = arr if arr.size and arr.max() <= 1.0 else arr / 255.0
   else:
     arr = arr / 65535.0

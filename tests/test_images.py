@@ -95,6 +95,18 @@ def test_unreadable_files_raise_a_clear_error(tmp_path):
       images.load_rgb8(path)
 
 
+def test_a_float_image_with_nan_pixels_is_unreadable_not_black(tmp_path):
+  """One NaN in a 32-bit float TIFF would make its maximum NaN and silently rescale
+  every pixel: the file is refused, naming the NaNs, by both decoders."""
+  values = np.full((16, 16), 0.5, np.float32)
+  values[2:4, 2:4] = np.nan
+  path = str(tmp_path / 'nan.tif')
+  Image.fromarray(values).save(path)   # float32: mode 'F'
+  for load in (images.load_picture, images.load_rgb8):
+    with pytest.raises(images.UnreadableImage, match='nan.tif.*4 pixels are NaN'):
+      load(path)
+
+
 def test_check_finds_corrupt_and_gray_files_and_runs_inspect():
   """check says 'ok' for colour, 'grayscale' for gray (also gray saved as RGB), 'corrupt' for bad."""
   gray = np.repeat(_noise(2)[..., :1], 3, axis=-1)
