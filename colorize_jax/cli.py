@@ -2,8 +2,10 @@
 
 import argparse
 import logging as std_logging
+import math
 import os
 import sys
+import tempfile
 
 from absl import logging
 import numpy as np
@@ -111,18 +113,21 @@ def _positive(text: str) -> int:
 def colorize(flags, args) -> int:
   """`launch.py colorize --workdir RUN [--step N | --best] INPUT... --out DIR`: photos -> PNGs.
 
-  Exit code: 0 all written; 1 some inputs were unreadable or missing (the
-  others are written); 2 nothing done (bad options, no checkpoint, no inputs,
-  or --out would overwrite an input).
+  Exit code: 0 all written; 1 some inputs were unreadable or missing, or their
+  outputs already existed (the others are written); 2 nothing done (bad options,
+  no checkpoint, no inputs, an --out that cannot be written, --out would overwrite
+  an input, or every output already exists).
   """
   parser = argparse.ArgumentParser(
       prog='launch.py colorize --workdir RUN',
       description='Colorizes photos of any size: the model colours a render-size copy, its '
       'colours are resized to the photo and joined with its full-resolution lightness. '
-      'Writes OUT/<path relative to the inputs>.png; inputs are never overwritten.',
-      epilog='Exit status: 0 all written; 1 some inputs unreadable or missing (the rest are '
-      'written); 2 nothing done (bad options, no checkpoint, no inputs, or --out would '
-      'overwrite an input).')
+      'Writes OUT/<path relative to the inputs>.png; inputs are never overwritten, other '
+      'existing files only with --overwrite.',
+      epilog='Exit status: 0 all written; 1 some inputs unreadable or missing, or their outputs '
+      'already there (the rest are written); 2 nothing done (bad options, no checkpoint, no '
+      'inputs, an --out that cannot be written, --out would overwrite an input, or every '
+      'output already exists).')
   parser.add_argument('inputs', nargs='+', metavar='INPUT', help='files, folders, globs')
   parser.add_argument('--out', required=True, help='output folder')
   _step_options(parser)
@@ -138,13 +143,17 @@ def colorize(flags, args) -> int:
   parser.add_argument('--png-compression', type=int, default=6, choices=range(10),
                       metavar='0..9', help='zlib level of the output PNGs (default 6); '
                       '1: a 12 MP photo in 60%% of the time, files 40-60%% larger')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace output files that already exist (default: keep them and '
+                      'leave their inputs out, so a rerun finishes an interrupted one)')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
   opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
   if flags.workdir is None:
     print('error: colorize needs --workdir (the training run)', file=sys.stderr)
     return EXIT_USAGE
-  if not opts.saturation >= 0:
-    print(f'error: --saturation must be >= 0, got {opts.saturation}', file=sys.stderr)
+  if not (math.isfinite(opts.saturation) and opts.saturation >= 0):
+    print(f'error: --saturation must be a finite number >= 0, got {opts.saturation}',
+          file=sys.stderr)
     return EXIT_USAGE
   setup_runtime()
   from colorize_jax import inference  # pylint: disable=g-import-not-at-top
@@ -157,6 +166,20 @@ def colorize(flags, args) -> int:
     print(f'error: {arg}: {reason}', file=sys.stderr)
   if not jobs:
     print('error: no input images found', file=sys.stderr)
+    return EXIT_USAGE
+  problem = _unwritable_folder(opts.out)
+  if problem:
+    print(f'error: cannot write to --out {opts.out}: {problem}', file=sys.stderr)
+    return EXIT_USAGE
+  exists = [not opts.overwrite and os.path.lexists(job.destination) for job in jobs]
+  kept = [job for job, there in zip(jobs, exists) if there]
+  for job in kept:
+    print(f'kept: {job.destination} exists (--overwrite replaces it); {job.source} left out',
+          file=sys.stderr)
+  jobs = [job for job, there in zip(jobs, exists) if not there]
+  if not jobs:
+    print(f'error: nothing to do: all {len(kept)} outputs exist in {opts.out} (--overwrite '
+          'replaces them)', file=sys.stderr)
     return EXIT_USAGE
   try:
     colorizer = inference.Colorizer.from_workdir(
@@ -173,8 +196,22 @@ def colorize(flags, args) -> int:
     print(f'skipped: {reason}', file=sys.stderr)
   failed = len(summary.failed) + len(missing)
   print(f'{len(summary.written)} images written to {opts.out}' +
-        (f'; {failed} inputs failed (listed above)' if failed else ''))
-  return EXIT_PARTIAL if failed else EXIT_OK
+        (f'; {failed} inputs failed (listed above)' if failed else '') +
+        (f'; {len(kept)} outputs were there already and kept' if kept else ''))
+  return EXIT_PARTIAL if failed or kept else EXIT_OK
+
+
+def _unwritable_folder(path: str) -> str | None:
+  """Why files cannot be written in folder `path` (created if missing), or None if they can."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    return 'it is a file, not a folder'
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    return e.strerror or str(e)
+  return None
 
 
 def _print_columns(table: list[list[str]]) -> None:

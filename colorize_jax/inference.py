@@ -52,6 +52,7 @@ programs instead of compiling one per image shape.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -689,13 +690,44 @@ def _has_glob(text: str) -> bool:
   return any(c in text for c in '*?[')
 
 
+def _output_names(relative: Sequence[str]) -> list[str]:
+  """Distinct PNG names for input paths `relative` to the output folder's root.
+
+  'x/a.jpg' -> 'x/a.png'; inputs whose names would clash keep their full names
+  ('a.jpg.png', 'a.png.png'), and again where a full name is another input's name
+  ('a.jpg.png' of the input 'a.jpg.png'). Names that differ only in letter case
+  clash too: a case-insensitive file system (macOS, Windows) would write one file.
+  """
+  key = lambda name: name.casefold()
+  names = [os.path.splitext(rel)[0] + '.png' for rel in relative]
+  full = [False] * len(names)
+  while True:
+    counts = collections.Counter(map(key, names))
+    clashing = [i for i, name in enumerate(names) if counts[key(name)] > 1 and not full[i]]
+    if not clashing:
+      break
+    for i in clashing:
+      names[i], full[i] = relative[i] + '.png', True
+  # Full names still clash only where the inputs differ in letter case alone: number them.
+  counts, seen = collections.Counter(map(key, names)), collections.Counter()
+  for i, name in enumerate(names):
+    if counts[key(name)] > 1:
+      seen[key(name)] += 1
+      names[i] = f'{relative[i]}.{seen[key(name)]}.png'
+  if len(set(map(key, names))) < len(names):
+    raise OverwriteError('Cannot give every input an output name of its own under --out: '
+                         f'{sorted(n for n, c in collections.Counter(map(key, names)).items() if c > 1)}')
+  return names
+
+
 def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tuple[str, str]]]:
   """Expands inputs (files, folders, globs) into jobs writing PNGs under out_dir.
 
   Output names mirror the inputs' paths relative to their deepest common folder
   (a single folder: paths inside it; files of one folder: their names), with
   the extension replaced by .png; where two inputs would then collide (a.jpg and
-  a.png) both keep their full names (a.jpg.png, a.png.png). Folders are searched
+  a.png, or names differing only in case) both keep their full names (a.jpg.png,
+  a.png.png), so that no two outputs share a name. Folders are searched
   recursively for files with `images.IMAGE_EXTENSIONS`, leaving out
   out_dir if it lies inside them; files named explicitly are tried whatever
   their extension.
@@ -709,7 +741,8 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
     that matched nothing.
 
   Raises:
-    OverwriteError: an output would replace one of the inputs.
+    OverwriteError: an output would replace one of the inputs (or, in odd cases of
+      names differing only in case, two outputs could not be told apart).
   """
   out_real = os.path.realpath(out_dir)
   files: list[tuple[str, str]] = []   # (path, folder its name is relative to)
@@ -741,14 +774,8 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
     return [], missing
   base = os.path.commonpath([root for _, root in unique])
   relative = [os.path.relpath(os.path.abspath(path), base) for path, _ in unique]
-  stems = [os.path.splitext(rel)[0] + '.png' for rel in relative]
-  counts: dict[str, int] = {}
-  for stem in stems:
-    counts[stem] = counts.get(stem, 0) + 1
-  jobs = []
-  for (path, _), rel, stem in zip(unique, relative, stems):
-    name = stem if counts[stem] == 1 else rel + '.png'
-    jobs.append(Job(path, os.path.join(out_dir, name)))
+  names = _output_names(relative)
+  jobs = [Job(path, os.path.join(out_dir, name)) for (path, _), name in zip(unique, names)]
   inputs_real = {os.path.realpath(job.source) for job in jobs}
   for job in jobs:
     if os.path.realpath(job.destination) in inputs_real:

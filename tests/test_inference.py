@@ -367,6 +367,21 @@ def test_output_names_mirror_inputs(tmp_path):
       'a.png', os.path.join('sub', 'b.png')}
 
 
+def test_no_two_inputs_share_an_output_name(tmp_path):
+  """A full name that is another input's name ('a.jpg.png' for a.jpg, and the input
+  a.jpg.png's own) and names differing only in case (one file on macOS or Windows)
+  still give every input its own output."""
+  for name in ('a.jpg', 'a.png', 'a.jpg.png', 'B.png', 'b.jpg', 'c.png'):
+    (tmp_path / 'in').mkdir(exist_ok=True)
+    (tmp_path / 'in' / name).write_bytes(b'')
+  out = str(tmp_path / 'out')
+  jobs, _ = inference.plan_jobs([str(tmp_path / 'in')], out)
+  names = {os.path.basename(j.source): os.path.relpath(j.destination, out) for j in jobs}
+  assert len({n.casefold() for n in names.values()}) == len(names) == 6
+  assert names['c.png'] == 'c.png'
+  assert names['B.png'] == 'B.png.png' and names['b.jpg'] == 'b.jpg.png'
+
+
 def test_cli_refuses_to_overwrite_inputs(workdir, tmp_path, capsys):
   """An --out that would replace an input is refused (exit 2) before anything is written."""
   folder = tmp_path / 'photos'
@@ -378,6 +393,54 @@ def test_cli_refuses_to_overwrite_inputs(workdir, tmp_path, capsys):
   assert 'inputs are never overwritten' in capsys.readouterr().err
   assert (folder / 'x.png').read_bytes() == before
   assert sorted(os.listdir(folder)) == ['x.png']
+
+
+def test_cli_keeps_existing_outputs_unless_told_to_overwrite(workdir, tmp_path, capsys):
+  """A file already in --out (here the user's own a.png beside the a.jpg being
+  colorized) is kept and its input left out (exit 1); with every output there, nothing
+  is done (exit 2); --overwrite replaces it (exit 0). A rerun thus finishes a killed one."""
+  folder, out = tmp_path / 'in', tmp_path / 'out'
+  folder.mkdir()
+  out.mkdir()
+  Image.fromarray(photo(20, 20)).save(folder / 'a.jpg')
+  Image.fromarray(photo(24, 24, seed=1)).save(folder / 'b.png')
+  (out / 'a.png').write_bytes(b'the user\'s own file')
+  args = [str(folder / 'a.jpg'), str(folder / 'b.png'), '--out', str(out), '--no-progress']
+  assert cli.colorize(run_flags(workdir), args) == 1
+  captured = capsys.readouterr()
+  assert (out / 'a.png').read_bytes() == b"the user's own file"
+  assert 'kept: ' in captured.err and '--overwrite' in captured.err
+  assert '1 images written' in captured.out and sorted(os.listdir(out)) == ['a.png', 'b.png']
+  assert cli.colorize(run_flags(workdir), args) == 2
+  assert 'nothing to do' in capsys.readouterr().err
+  assert cli.colorize(run_flags(workdir), args + ['--overwrite']) == 0
+  with Image.open(out / 'a.png') as img:
+    assert img.size == (20, 20)
+
+
+def test_cli_checks_out_and_saturation_before_loading_the_model(workdir, tmp_path, capsys,
+                                                                monkeypatch):
+  """An --out that is a file or cannot be written, and a saturation of inf, are usage
+  errors (exit 2) found before the checkpoint is read."""
+  monkeypatch.setattr(inference.Colorizer, 'from_workdir',
+                      lambda *a, **k: pytest.fail('loaded the model first'))
+  source = tmp_path / 'in.png'
+  Image.fromarray(photo(20, 20)).save(source)
+  (tmp_path / 'a_file').write_bytes(b'')
+  assert cli.colorize(run_flags(workdir), [str(source), '--out', str(tmp_path / 'a_file')]) == 2
+  assert 'not a folder' in capsys.readouterr().err
+  assert cli.colorize(run_flags(workdir), [str(source), '--out',
+                                           str(tmp_path / 'a_file' / 'sub')]) == 2
+  assert 'cannot write' in capsys.readouterr().err
+  locked = tmp_path / 'locked'
+  locked.mkdir(mode=0o500)
+  if not os.access(locked, os.W_OK):   # root may write anywhere
+    assert cli.colorize(run_flags(workdir), [str(source), '--out', str(locked / 'sub')]) == 2
+    assert 'cannot write' in capsys.readouterr().err
+  for value in ('inf', 'nan', '-1'):
+    assert cli.colorize(run_flags(workdir), [str(source), '--out', str(tmp_path / 'o'),
+                                             '--saturation', value]) == 2
+    assert 'finite number >= 0' in capsys.readouterr().err
 
 
 def test_cli_skips_and_reports_unreadable_files(workdir, tmp_path, capsys):
