@@ -18,9 +18,10 @@ weights without its optimizer state, for inference), with orbax's partial
 restore: the arrays left out are never read from disk.
 """
 
+import contextlib
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from etils import epath
 import jax
@@ -30,6 +31,20 @@ import orbax.checkpoint as ocp
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
 STATE_ITEM = 'state'
+
+
+class CorruptCheckpoint(ValueError):
+  """A saved checkpoint (or config.json) exists but cannot be read: truncated or damaged."""
+
+
+def _unreadable(what: str, e: BaseException, hint: str = '') -> CorruptCheckpoint:
+  while e.__cause__ is not None:   # the innermost error names the damaged file
+    e = e.__cause__
+  first_line = (str(e).strip().splitlines() or [''])[0]
+  if len(first_line) > 300:
+    first_line = first_line[:300] + '...'
+  return CorruptCheckpoint(f'{what} cannot be read, it looks damaged or truncated '
+                           f'({type(e).__name__}: {first_line}).{hint}')
 
 
 def save_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
@@ -48,11 +63,18 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
 
   Raises:
     FileNotFoundError: if `workdir` holds no config.json (not a training run).
+    CorruptCheckpoint: if it is not a JSON object.
   """
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     raise FileNotFoundError(f'{path} not found: is {workdir} the workdir of a training run?')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  try:
+    fields = json.loads(path.read_text())
+  except ValueError as e:
+    raise _unreadable(str(path), e) from e
+  if not isinstance(fields, dict):
+    raise CorruptCheckpoint(f'{path} holds a JSON {type(fields).__name__}, not a config.')
+  return ml_collections.ConfigDict(fields)
 
 
 def config_differences(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict,
@@ -129,10 +151,12 @@ class Checkpoints:
 
     Raises:
       FileNotFoundError: if there is no such checkpoint.
+      CorruptCheckpoint: if its files cannot be read.
     """
     step = self._check_step(step)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    with self._reading(step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta)
 
   def restore_subtree(self, abstract_subtree: dict[str, Any],
@@ -154,6 +178,7 @@ class Checkpoints:
     Raises:
       FileNotFoundError: if there is no such checkpoint.
       ValueError: if the checkpoint lacks a part of `abstract_subtree`.
+      CorruptCheckpoint: if its files cannot be read.
     """
     step = self._check_step(step)
     # The manager's 'state' handler is the StandardCheckpointHandler its saves
@@ -161,7 +186,7 @@ class Checkpoints:
     # same files (StandardSave writes a PyTree checkpoint).
     path = ocp.step.find_step_path(self.directory, self._step_names, step=step) / STATE_ITEM
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_subtree)
-    with ocp.PyTreeCheckpointer() as checkpointer:
+    with self._reading(step), ocp.PyTreeCheckpointer() as checkpointer:
       subtree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
           item=abstract_subtree, restore_args=restore_args, partial_restore=True))
     # orbax hands back the abstract leaf for a path the checkpoint lacks.
@@ -185,9 +210,29 @@ class Checkpoints:
     return step
 
   def read_meta(self, step: int) -> dict[str, Any]:
-    """The JSON metadata of checkpoint `step`, without loading the state."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    """The JSON metadata of checkpoint `step`, without loading the state.
+
+    Raises:
+      CorruptCheckpoint: if it cannot be read.
+    """
+    with self._reading(step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))
     return dict(restored.meta)
+
+  @contextlib.contextmanager
+  def _reading(self, step: int) -> Iterator[None]:
+    """Turns whatever orbax and TensorStore raise for damaged files into CorruptCheckpoint."""
+    try:
+      yield
+    except (FileNotFoundError, CorruptCheckpoint):
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # TensorStore and orbax report damaged files with ValueError, OSError,
+      # json errors or a bare Exception, depending on where the damage is.
+      others = [s for s in self.all_steps() if s != step]
+      raise _unreadable(f'Checkpoint {step} in {self.directory}', e,
+                        f' Other saved steps: {others}.' if others else '') from e
 
   def wait(self) -> None:
     """Blocks until every started save is complete on disk."""

@@ -5,7 +5,6 @@ import logging as std_logging
 import math
 import os
 import sys
-import tempfile
 
 from absl import logging
 import numpy as np
@@ -156,6 +155,7 @@ def colorize(flags, args) -> int:
           file=sys.stderr)
     return EXIT_USAGE
   setup_runtime()
+  from colorize_jax import images  # pylint: disable=g-import-not-at-top
   from colorize_jax import inference  # pylint: disable=g-import-not-at-top
   try:
     jobs, missing = inference.plan_jobs(opts.inputs, opts.out)
@@ -167,7 +167,7 @@ def colorize(flags, args) -> int:
   if not jobs:
     print('error: no input images found', file=sys.stderr)
     return EXIT_USAGE
-  problem = _unwritable_folder(opts.out)
+  problem = images.unwritable_folder(opts.out)
   if problem:
     print(f'error: cannot write to --out {opts.out}: {problem}', file=sys.stderr)
     return EXIT_USAGE
@@ -201,19 +201,6 @@ def colorize(flags, args) -> int:
   return EXIT_PARTIAL if failed or kept else EXIT_OK
 
 
-def _unwritable_folder(path: str) -> str | None:
-  """Why files cannot be written in folder `path` (created if missing), or None if they can."""
-  if os.path.exists(path) and not os.path.isdir(path):
-    return 'it is a file, not a folder'
-  try:
-    os.makedirs(path, exist_ok=True)
-    with tempfile.TemporaryFile(dir=path):
-      pass
-  except OSError as e:
-    return e.strerror or str(e)
-  return None
-
-
 def _print_columns(table: list[list[str]]) -> None:
   widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
   for row in table:
@@ -224,7 +211,8 @@ def evaluate(flags, args) -> int:
   """`launch.py evaluate --workdir RUN [--step N | --best] [--data DIR]`: metrics + report.
 
   Exit code: 0 done (IS / FID may be missing, the report says why); 2 bad
-  options, no such run or checkpoint, or no usable evaluation images.
+  options, no such run or checkpoint, a damaged checkpoint, a run whose eval/
+  folder cannot be written, or no usable evaluation images.
   """
   parser = argparse.ArgumentParser(
       prog='launch.py evaluate --workdir RUN',
@@ -265,9 +253,10 @@ def evaluate(flags, args) -> int:
 def select(flags, args) -> int:
   """`launch.py select --workdirs RUN... [--metric M] [--top K]`: ranks every checkpoint.
 
-  Exit code: 0 done; 2 bad options, a run without checkpoints, or a metric
-  that cannot be computed (IS / FID without Inception weights) and no
-  --fallback-metric.
+  Exit code: 0 done; 1 done, but some checkpoints were unreadable (damaged) and
+  left out; 2 bad options, a run without checkpoints, a folder that cannot be
+  written, or a metric that cannot be computed (IS / FID without Inception
+  weights) and no --fallback-metric.
   """
   from colorize_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(
@@ -275,8 +264,9 @@ def select(flags, args) -> int:
       description='The paper\'s selection (sec. 4): evaluates every saved checkpoint of every '
       'run (results cached in RUN/eval/), ranks them, writes a leaderboard (md, csv, html) and '
       'records each run\'s best checkpoint in RUN/best.json for `colorize --best`.',
-      epilog='Exit status: 0 done; 2 bad options, a run without checkpoints, or a metric that '
-      'cannot be computed (IS / FID without Inception weights) and no --fallback-metric.')
+      epilog='Exit status: 0 done; 1 done, but damaged checkpoints were left out (listed); 2 '
+      'bad options, a run without checkpoints, a folder that cannot be written, or a metric '
+      'that cannot be computed (IS / FID without Inception weights) and no --fallback-metric.')
   parser.add_argument('--workdirs', nargs='+', default=[], metavar='RUN',
                       help='the runs (or one --workdir)')
   parser.add_argument('--metric', default='inception_score', choices=list(evaluate_lib.METRICS),
@@ -297,6 +287,8 @@ def select(flags, args) -> int:
     return EXIT_USAGE
   setup_runtime()
   try:
+    for workdir in workdirs:   # a wrong path fails before Inception is loaded (or downloaded)
+      evaluate_lib.inference.resolve_step(workdir)
     evaluator = evaluate_lib.Evaluator(_inception_weights(opts), data_dir=opts.data,
                                        max_images=opts.max_images)
     selection = evaluate_lib.select(workdirs, opts.metric, top=opts.top, out_dir=opts.out,
@@ -309,7 +301,9 @@ def select(flags, args) -> int:
         f'({len(selection.evaluated)} evaluated now, {len(selection.cached)} from the cache):')
   _print_columns(evaluate_lib.leaderboard_table(selection.ranking[:opts.top], selection.metric))
   print(f'Leaderboard: {os.path.join(selection.out_dir, "leaderboard.html")}')
-  return EXIT_OK
+  for workdir, step, reason in selection.unreadable:
+    print(f'left out: step {step} of {workdir}: {reason}', file=sys.stderr)
+  return EXIT_PARTIAL if selection.unreadable else EXIT_OK
 
 
 def bench(flags, args) -> int:

@@ -300,7 +300,8 @@ class InceptionSource:
     else:
       path = os.path.abspath(os.fspath(weights))
       if not os.path.isfile(path):
-        self.id, self.reason = None, f'InceptionV3 weights file {path!r} does not exist.'
+        # Asked for by name: a typo must not quietly drop IS and FID.
+        raise FileNotFoundError(f'InceptionV3 weights file {path} does not exist.')
       else:
         digest = hashlib.sha256()
         with open(path, 'rb') as f:
@@ -569,6 +570,7 @@ class Evaluator:
       if stored is not None:
         self.cached.append((os.fspath(workdir), chosen))
         return stored
+    check_writable(workdir / EVAL_DIR, 'the evaluation results')
     start = time.perf_counter()
     restored = inference.restore(workdir, chosen, mesh=self.mesh)
     seconds = {'restore': time.perf_counter() - start}
@@ -723,6 +725,16 @@ class _Sums:
     return rows
 
 
+def check_writable(folder: epath.PathLike, what: str) -> None:
+  """Raises ValueError if files cannot be created in `folder` (made if missing).
+
+  Called before the work whose results would go there, not after.
+  """
+  problem = images_lib.unwritable_folder(os.fspath(folder))
+  if problem:
+    raise ValueError(f'Cannot write {what} to {folder}: {problem}.')
+
+
 def evaluate(workdir: epath.PathLike, step: int | str | None = None, *,
              data_dir: str | None = None, max_images: int | None = None,
              inception_weights: str | None = 'imagenet', use_cache: bool = True,
@@ -742,6 +754,7 @@ def evaluate(workdir: epath.PathLike, step: int | str | None = None, *,
   Returns:
     The results dict (see `Evaluator.evaluate`); files in result['dir'].
   """
+  inference.resolve_step(workdir, step)   # a wrong run or step fails before Inception loads
   evaluator = Evaluator(inception_weights, data_dir=data_dir, max_images=max_images,
                         progress=progress)
   return evaluator.evaluate(workdir, step, use_cache=use_cache)
@@ -851,12 +864,15 @@ class Selection:
       'value', 'rows', 'dir'.
     out_dir: where the leaderboard was written.
     evaluated: (workdir, step) evaluated now; cached: read from the cache.
+    unreadable: (workdir, step, reason) of checkpoints left out because their files
+      cannot be read (damaged or truncated).
   """
   metric: str
   ranking: list[dict[str, Any]]
   out_dir: str
   evaluated: list[tuple[str, int]]
   cached: list[tuple[str, int]]
+  unreadable: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
 
 
 def default_out_dir(workdirs: Sequence[str], metric: str) -> str:
@@ -928,23 +944,35 @@ def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', 
   empty = [w for w in workdirs if not any(p[0] == w for p in plan)]
   if empty:
     raise FileNotFoundError(f'No checkpoints in {", ".join(empty)}.')
+  out_dir = os.path.abspath(out_dir or default_out_dir(workdirs, metric))
+  check_writable(out_dir, 'the leaderboard')
+  for workdir in workdirs:   # best.json and the evaluation results go into each run
+    check_writable(os.path.join(workdir, EVAL_DIR), 'the evaluation results')
   data_keys = {json.dumps(evaluator.key(checkpoints.load_config(w), 0)['data'],
                           sort_keys=True) for w in workdirs}
   if len(data_keys) > 1:
     logging.warning('The runs are evaluated on different validation sets; pass --data DIR to '
                     'rank them on the same photos.')
-  results = []
+  results, unreadable = [], []
   for workdir, step in tqdm.tqdm(plan, unit='ckpt', disable=not evaluator.progress,
                                  desc='checkpoints', dynamic_ncols=True):
-    results.append(evaluator.evaluate(workdir, step, use_cache=use_cache, image_progress=False))
+    try:
+      results.append(evaluator.evaluate(workdir, step, use_cache=use_cache,
+                                        image_progress=False))
+    except checkpoints.CorruptCheckpoint as e:
+      # One damaged checkpoint must not cost the ranking of all the others.
+      logging.warning('Leaving out step %d of %s: %s', step, workdir, e)
+      unreadable.append((workdir, step, str(e)))
+  if not results:
+    raise checkpoints.CorruptCheckpoint(
+        f'None of the {len(plan)} checkpoints could be read: {unreadable[0][2]}')
   ranking = rank(results, metric)
 
-  out_dir = os.path.abspath(out_dir or default_out_dir(workdirs, metric))
-  os.makedirs(out_dir, exist_ok=True)
   write_leaderboard(ranking, metric, top, out_dir)
   _record_best(ranking, metric, out_dir)
   return Selection(metric=metric, ranking=ranking, out_dir=out_dir,
-                   evaluated=list(evaluator.evaluated), cached=list(evaluator.cached))
+                   evaluated=list(evaluator.evaluated), cached=list(evaluator.cached),
+                   unreadable=unreadable)
 
 
 def _record_best(ranking: list[dict[str, Any]], metric: str, out_dir: str) -> None:

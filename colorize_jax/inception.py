@@ -79,7 +79,8 @@ def _imagenet_weights_path(cache_dir: str | None,
   if os.path.isfile(path):
     return path
   hint = (f'Download {IMAGENET_WEIGHTS_URL} on a machine with internet access '
-          f'and copy it to {path}, or pass weights=<path to the .h5 file>.')
+          f'and copy it to {path}, or pass its path (launch.py: --inception-weights '
+          f'FILE; Python: weights=FILE).')
   if not download_timeout_s:
     raise InceptionUnavailable(
         f'ImageNet weights for InceptionV3 are not cached at {path} and '

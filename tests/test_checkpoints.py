@@ -1,5 +1,7 @@
 """Tests of a run's checkpoints: full and partial restore."""
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -87,3 +89,39 @@ def test_restore_subtree_of_a_later_step_and_bad_requests(saved):
   with pytest.raises(ValueError, match='weights'):
     ckpts.restore_subtree({'generator': {'weights': abstract.generator.params}}, step=1)
   ckpts.close()
+
+
+def _damage(step_dir, how):
+  """Truncates ('truncate') or flips bytes in ('flip') every data file of a checkpoint's state."""
+  files = [p for p in (step_dir / 'state').rglob('*') if p.is_file() and p.parent.name == 'd']
+  assert files, 'no data files found to damage'
+  for path in files:
+    data = path.read_bytes()
+    if how == 'truncate':
+      path.write_bytes(data[:len(data) // 2])
+    else:
+      path.write_bytes(data[:16] + bytes(b ^ 0xFF for b in data[16:]))
+
+
+# orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+@pytest.mark.parametrize('how', ['truncate', 'flip'])
+def test_a_damaged_checkpoint_is_a_clear_error_naming_it_and_the_others(saved, tmp_path, how):
+  """Damaged data files (a disk that filled up, a bad copy) raise CorruptCheckpoint, a
+  ValueError naming the step and the steps still saved, from a full and a partial restore,
+  not whatever TensorStore raised; config.json that is not JSON names itself."""
+  workdir, gan, _ = saved
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  _damage(copy / 'checkpoints' / '2', how)
+  abstract = steps.abstract_state(gan, IMAGE_SIZE)
+  ckpts = checkpoints.Checkpoints(copy, read_only=True)
+  with pytest.raises(checkpoints.CorruptCheckpoint, match=r'Checkpoint 2 .*Other saved steps: \[1\]'):
+    ckpts.restore(abstract, step=2)
+  with pytest.raises(checkpoints.CorruptCheckpoint, match='Checkpoint 2'):
+    ckpts.restore_subtree({'generator': _weights(abstract.generator)}, step=2)
+  ckpts.restore_subtree({'generator': _weights(abstract.generator)}, step=1)   # still fine
+  ckpts.close()
+  (copy / checkpoints.CONFIG_FILE).write_text('{"image_size": 3')
+  with pytest.raises(checkpoints.CorruptCheckpoint, match='config.json'):
+    checkpoints.load_config(copy)

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 import types
 
 import jax
@@ -173,12 +174,13 @@ def test_inception_metrics_with_random_weights(runs):
 
 
 def test_unloadable_inception_weights_leave_the_other_metrics(runs, tmp_path):
-  """A weights file that cannot be had leaves IS / FID missing with the reason; the rest is
-  computed."""
-  missing = str(tmp_path / 'inception.h5')
-  out = evaluate.evaluate(runs[0], 3, inception_weights=missing, progress=False,
+  """A weights file that cannot be loaded leaves IS / FID missing with the reason; the rest
+  is computed. (One that is not there at all is an error: see below.)"""
+  broken = tmp_path / 'inception.h5'
+  broken.write_bytes(b'not InceptionV3 weights')
+  out = evaluate.evaluate(runs[0], 3, inception_weights=str(broken), progress=False,
                           use_cache=False)
-  assert missing in out['unavailable']['inception_score']
+  assert str(broken) in out['unavailable']['inception_score']
   assert out['rows']['model']['psnr'] is not None and 'fid' not in out['rows']['model']
 
 
@@ -270,7 +272,8 @@ def test_unavailable_selection_metric_fails_clearly(runs, tmp_path, capsys, coun
   """Ranking by IS without Inception weights fails before evaluating, suggesting psnr; a fallback is
   used only if asked."""
   flags = types.SimpleNamespace(workdir=None)
-  weights = str(tmp_path / 'missing.h5')
+  weights = str(tmp_path / 'broken.h5')
+  (tmp_path / 'broken.h5').write_bytes(b'not InceptionV3 weights')
   code = cli.select(flags, ['--workdirs', *runs, '--inception-weights', weights,
                             '--out', str(tmp_path / 'board')])
   err = capsys.readouterr().err
@@ -282,6 +285,58 @@ def test_unavailable_selection_metric_fails_clearly(runs, tmp_path, capsys, coun
                            out_dir=str(tmp_path / 'board'),
                            evaluator=evaluate.Evaluator(weights, progress=False))
   assert chosen.metric == 'psnr'
+
+
+def test_wrong_paths_fail_before_inception_and_before_evaluating(runs, tmp_path, capsys,
+                                                                monkeypatch, count_evaluations):
+  """A weights file asked for by name that is not there, a run that is not there and an
+  eval/ folder that cannot be written are usage errors (exit 2) found before Inception
+  is loaded (or downloaded) and before any checkpoint is evaluated."""
+  flags = types.SimpleNamespace(workdir=runs[0])
+  missing = str(tmp_path / 'no_weights.h5')
+  assert cli.evaluate(flags, ['--step', '3', '--inception-weights', missing]) == 2
+  assert missing in capsys.readouterr().err
+  assert cli.select(types.SimpleNamespace(workdir=None), [
+      '--workdirs', *runs, '--inception-weights', missing, '--metric', 'psnr',
+      '--out', str(tmp_path / 'board')]) == 2
+  assert missing in capsys.readouterr().err
+  monkeypatch.setattr(evaluate, 'InceptionSource',
+                      lambda *a, **k: pytest.fail('Inception set up before the run was checked'))
+  nowhere = str(tmp_path / 'no_run')
+  assert cli.evaluate(types.SimpleNamespace(workdir=nowhere), []) == 2
+  assert cli.select(types.SimpleNamespace(workdir=None), ['--workdirs', runs[0], nowhere]) == 2
+  monkeypatch.undo()
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
+  (run / evaluate.EVAL_DIR).write_text('a file where the results would go')
+  with pytest.raises(ValueError, match='Cannot write the evaluation results'):
+    evaluate.evaluate(str(run), 3, inception_weights=None, progress=False)
+  assert count_evaluations == []
+
+
+# orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_select_leaves_out_a_damaged_checkpoint_and_ranks_the_rest(runs, tmp_path, capsys):
+  """One checkpoint whose files are damaged is listed and left out; the others are ranked
+  and the best recorded (exit 1); a run with nothing readable is an error."""
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
+  for path in (run / 'checkpoints' / '6' / 'state').rglob('*'):
+    if path.is_file() and path.parent.name == 'd':
+      path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  code = cli.select(types.SimpleNamespace(workdir=None), [
+      '--workdirs', str(run), '--metric', 'psnr', '--inception-weights', 'none',
+      '--out', str(tmp_path / 'board')])
+  captured = capsys.readouterr()
+  assert code == 1
+  assert 'left out: step 6' in captured.err and 'damaged' in captured.err
+  assert json.loads((run / inference.BEST_FILE).read_text())['step'] == 3
+  for path in (run / 'checkpoints' / '3' / 'state').rglob('*'):
+    if path.is_file() and path.parent.name == 'd':
+      path.write_bytes(b'')
+  with pytest.raises(checkpoints.CorruptCheckpoint, match='None of the 2 checkpoints'):
+    evaluate.select([str(run)], 'psnr', out_dir=str(tmp_path / 'board2'),
+                    evaluator=evaluate.Evaluator(None, progress=False), use_cache=False)
 
 
 def test_colorize_best_uses_the_selection(runs, tmp_path, capsys):
