@@ -237,6 +237,8 @@ def folder_data(folder: str, max_images: int | None = None) -> EvalData:
       holds no usable photo).
   """
   root = os.path.abspath(os.path.expanduser(folder))
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise ValueError(f'--data must be a folder of colour photos; {folder} is a file')
   if not os.path.isdir(root):
     raise FileNotFoundError(f'--data folder not found: {folder}')
   key = {'folder': root, 'files': _folder_signature(root), 'max_images': max_images}

@@ -38,7 +38,7 @@ from PIL import ExifTags
 from PIL import Image
 from PIL import ImageOps
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
 
 # An image is grayscale when the mean over the pixels of a <= 32 px thumbnail
 # of max(R, G, B) - min(R, G, B) is below this (0..255 scale). That leaves room

@@ -389,6 +389,8 @@ def _folder_splits(data_config, wanted):
   if not root:
     raise ValueError("config.data.source='folder' needs config.data.folder.")
   root = os.path.expanduser(str(root))
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise ValueError(f'config.data.folder must be a folder of photos; {root!r} is a file.')
   if not os.path.isdir(root):
     raise FileNotFoundError(f'Image folder not found: {root!r}.')
   val_fraction = float(data_config.val_fraction)

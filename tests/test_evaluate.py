@@ -289,9 +289,10 @@ def test_unavailable_selection_metric_fails_clearly(runs, tmp_path, capsys, coun
 
 def test_wrong_paths_fail_before_inception_and_before_evaluating(runs, tmp_path, capsys,
                                                                 monkeypatch, count_evaluations):
-  """A weights file asked for by name that is not there, a run that is not there and an
-  eval/ folder that cannot be written are usage errors (exit 2) found before Inception
-  is loaded (or downloaded) and before any checkpoint is evaluated."""
+  """A weights file asked for by name that is not there, a run that is not there, a file
+  given as --data and an eval/ folder that cannot be written are usage errors (exit 2)
+  found before Inception is loaded (or downloaded) and before any checkpoint is
+  evaluated."""
   flags = types.SimpleNamespace(workdir=runs[0])
   missing = str(tmp_path / 'no_weights.h5')
   assert cli.evaluate(flags, ['--step', '3', '--inception-weights', missing]) == 2
@@ -306,6 +307,9 @@ def test_wrong_paths_fail_before_inception_and_before_evaluating(runs, tmp_path,
   assert cli.evaluate(types.SimpleNamespace(workdir=nowhere), []) == 2
   assert cli.select(types.SimpleNamespace(workdir=None), ['--workdirs', runs[0], nowhere]) == 2
   monkeypatch.undo()
+  (tmp_path / 'one.png').write_bytes(b'')
+  with pytest.raises(ValueError, match='is a file'):
+    evaluate.folder_data(str(tmp_path / 'one.png'))
   run = tmp_path / 'run'
   shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
   (run / evaluate.EVAL_DIR).write_text('a file where the results would go')

@@ -120,14 +120,14 @@ def test_check_finds_corrupt_and_gray_files_and_runs_inspect():
 def test_list_images_skips_hidden_non_images_and_the_skipped_folder(tmp_path):
   """Listing finds image extensions in any case, recursively and sorted, minus hidden entries and
   the folder to skip."""
-  for rel in ('b.PNG', 'a.jpg', 'sub/c.tiff', 'notes.txt', '.hidden.png', '.cache/d.png',
-              'out/e.png'):
+  for rel in ('b.PNG', 'a.jpg', 'sub/c.tiff', 'sub/f.gif', 'notes.txt', '.hidden.png',
+              '.cache/d.png', 'out/e.png'):
     path = tmp_path / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b'')
   found = images.list_images(tmp_path, skip=os.path.realpath(tmp_path / 'out'))
   assert [os.path.relpath(p, tmp_path) for p in found] == [
-      'a.jpg', 'b.PNG', os.path.join('sub', 'c.tiff')]
+      'a.jpg', 'b.PNG', os.path.join('sub', 'c.tiff'), os.path.join('sub', 'f.gif')]
 
 
 def test_save_png_replaces_atomically_and_scales_alpha(tmp_path):

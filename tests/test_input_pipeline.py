@@ -251,6 +251,8 @@ def test_empty_folder_and_wrong_path_are_clear_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match=re.escape(missing)):
     ip.build_splits(_data_config(folder=missing))
   (tmp_path / 'bad.jpg').write_bytes(b'not a jpeg')
+  with pytest.raises(ValueError, match='is a file'):   # not "not found": it is there
+    ip.build_splits(_data_config(folder=str(tmp_path / 'bad.jpg')))
   with pytest.raises(ValueError, match=re.escape(str(tmp_path))):
     ip.build_splits(_data_config(folder=str(tmp_path)))
   with pytest.raises(ValueError, match='source'):
