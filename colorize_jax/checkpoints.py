@@ -101,16 +101,25 @@ def config_differences(old: ml_collections.ConfigDict, new: ml_collections.Confi
 class Checkpoints:
   """Saves and restores `GANState`s with their metadata under workdir/checkpoints.
 
-  Steps are global train steps. `keep=None` keeps every checkpoint (the paper
-  selects among all 20 epochs).
+  Steps are global train steps. A checkpoint whose meta says 'epoch_end': False
+  (saved when a run was interrupted mid-epoch) is deleted once a later epoch's
+  checkpoint is on disk: it only served to resume. `keep=None` keeps every epoch's
+  checkpoint (the paper selects among all 20 epochs), `keep=N` the latest N; a
+  checkpoint is only ever deleted once a later epoch's checkpoint is complete.
   """
 
   def __init__(self, workdir: epath.PathLike, keep: int | None = None, read_only: bool = False):
+    if keep is not None and keep < 1:
+      raise ValueError(f'keep must be None (every epoch) or >= 1, got {keep}')
+    self._keep, self._read_only = keep, read_only
+    self._epoch_end: dict[int, bool] = {}
     # orbax wants absolute paths.
     directory = epath.Path(os.path.abspath(workdir)) / CHECKPOINT_DIR
     if read_only and not directory.exists():
       raise FileNotFoundError(f'No checkpoints in {workdir} ({directory} does not exist).')
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+    # Retention is ours (`_prune`): orbax's max_to_keep would count interruption
+    # checkpoints and push out epochs' checkpoints.
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=not read_only,
                                            read_only=read_only)
     # How the manager names step folders, for `restore_subtree`.
     self._step_names = ocp.step.standard_name_format(
@@ -134,7 +143,10 @@ class Checkpoints:
     """Starts saving `state` and `meta` (JSON-serialisable) as checkpoint `step`.
 
     The write finishes in the background; `wait()` blocks until it is on disk.
+    Checkpoints that earlier saves superseded are deleted first (see the class).
     """
+    self._prune()
+    self._epoch_end[step] = bool(meta.get('epoch_end', True))
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -239,5 +251,31 @@ class Checkpoints:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for started saves, applies the retention rules and releases the manager."""
+    try:
+      self._prune()
+    finally:
+      self._manager.close()
+
+  def _prune(self) -> None:
+    """Deletes interruption checkpoints older than the latest complete epoch checkpoint,
+    and epoch checkpoints beyond the latest `keep` (never one that cannot be read)."""
+    if self._read_only:
+      return
+    self._manager.wait_until_finished()   # look at complete checkpoints only
+    ends, interrupted = [], []
+    for step in self.all_steps():
+      if step not in self._epoch_end:
+        try:
+          self._epoch_end[step] = bool(self.read_meta(step).get('epoch_end', True))
+        except CorruptCheckpoint:
+          continue   # left for a person to look at
+      (ends if self._epoch_end[step] else interrupted).append(step)
+    if not ends:
+      return
+    doomed = [step for step in interrupted if step < ends[-1]]
+    if self._keep is not None:
+      doomed += ends[:-self._keep]
+    for step in sorted(doomed):
+      self._manager.delete(step)
+      self._epoch_end.pop(step, None)

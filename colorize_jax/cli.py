@@ -50,7 +50,8 @@ def train(flags, args) -> int:
   except train_lib.Interrupted as e:
     logging.warning('%s', e)
     return 128 + e.signum
-  except (train_lib.NonFiniteLossError, ValueError, FileNotFoundError) as e:
+  except (train_lib.NonFiniteLossError, train_lib.input_pipeline.DataReadError, ValueError,
+          FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   return 0
@@ -74,8 +75,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = [a if a != '--help' else '-h' for a in argv]
   try:
     return flags.FLAGS(argv, known_only=own)
-  except flags.Error as e:
-    sys.stderr.write(f'FATAL Flags parsing error: {e}\n'
+  except (flags.Error, AttributeError, KeyError) as e:
+    # ml_collections reports an override of a field the config lacks
+    # (--config.batchsize=4) as an AttributeError wrapping a KeyError.
+    inner = e.args[0] if e.args and isinstance(e.args[0], Exception) else e
+    text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
+    sys.stderr.write(f'FATAL Flags parsing error: {text}\n'
                      'Pass --helpshort or --helpfull to see help on flags.\n')
     sys.exit(1)
 

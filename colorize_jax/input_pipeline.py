@@ -742,7 +742,23 @@ def train_batches(splits: Splits, data_config: ml_collections.ConfigDict, *,
               deterministic=True)
   ds = ds.batch(local, drop_remainder=True)
   ds = ds.prefetch(int(data_config.get('prefetch', 2)))
-  return iter(ds.with_options(_options()).as_numpy_iterator())
+  return _clear_read_errors(ds.with_options(_options()).as_numpy_iterator())
+
+
+class DataReadError(RuntimeError):
+  """An image that was readable when the run started cannot be read any more."""
+
+
+def _clear_read_errors(batches: Iterator[Any]) -> Iterator[Any]:
+  """`batches`, with TensorFlow's errors from reading the images as a `DataReadError`."""
+  try:
+    yield from batches
+  except tf.errors.OpError as e:
+    first_line = (e.message.strip().splitlines() or [''])[0][:300]
+    raise DataReadError(
+        f'Reading the training images failed ({type(e).__name__}: {first_line}). Were files '
+        'of the dataset changed or damaged after the run started? Restore them (or start a '
+        'new run), then run the same command to resume from the last checkpoint.') from e
 
 
 def val_batches(splits: Splits, *, image_size: int, global_batch_size: int,

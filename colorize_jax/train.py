@@ -7,11 +7,13 @@ epoch's order and augmentations from (seed, epoch, position), so a resumed run
 ends with the parameters of an uninterrupted one.
 """
 
+import contextlib
+import fcntl
 import functools
 import os
 import signal
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from absl import logging
 from clu import metric_writers
@@ -35,6 +37,7 @@ from colorize_jax import visualize
 # Fields a run cannot change when it resumes: they define the state's shapes or
 # the meaning of a step.
 _FROZEN_ON_RESUME = ('image_size', 'batch_size', 'seed', 'model.')
+LOCK_FILE = '.train.lock'   # in the workdir, see `_workdir_lock`
 
 
 class NonFiniteLossError(RuntimeError):
@@ -142,6 +145,39 @@ def _validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'batch_size must be >= 1, got {config.batch_size}')
   if config.log_every_steps < 1:
     raise ValueError(f'log_every_steps must be >= 1, got {config.log_every_steps}')
+  if config.num_sample_images < 0:
+    raise ValueError(f'num_sample_images must be >= 0, got {config.num_sample_images}')
+  keep = config.get('keep_checkpoints', None)
+  if keep is not None and keep < 1:
+    raise ValueError(f'keep_checkpoints must be None (keep every epoch\'s checkpoint) or >= 1, '
+                     f'got {keep}')
+
+
+def _check_workdir(workdir: epath.Path) -> None:
+  """Refuses a workdir that is a file or cannot be written, before anything is written."""
+  problem = images.unwritable_folder(workdir)
+  if problem:
+    raise ValueError(f'Cannot use --workdir {workdir}: {problem}.')
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: epath.Path) -> Iterator[None]:
+  """Holds an exclusive lock on the workdir (process 0), so that two trainings
+  cannot write the same checkpoints; released when the process ends, however it ends."""
+  if jax.process_index() != 0:
+    yield
+    return
+  with open(workdir / LOCK_FILE, 'a') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise ValueError(f'Another training process is using {workdir} (it holds '
+                       f'{workdir / LOCK_FILE}); wait for it to end or use another '
+                       '--workdir.') from None
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class _Validator:
@@ -209,9 +245,10 @@ def _log_train_metrics(writer, step: int, sums: dict[str, Any], count: int) -> d
   if means.pop('nonfinite') > 0 or not all(np.isfinite(v) for v in means.values()):
     raise NonFiniteLossError(
         f'A loss or gradient became NaN or infinite between steps {step - count + 1} and {step} '
-        f'(means over those steps: {means}). The run stopped without saving; the latest '
-        'checkpoint is the last good state. Lower the learning rates (optim.*), check the '
-        'data, or resume from an earlier step.')
+        f'(means over those steps: {means}). Nothing was saved after it: the run\'s '
+        'checkpoints, if it has any, hold its last good states. Lower the learning rates '
+        '(optim.*) or check the data; running the same command resumes from the latest '
+        'checkpoint (delete later ones under checkpoints/ to resume from an earlier one).')
   writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
   return means
 
@@ -229,37 +266,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
 
   Raises:
     NonFiniteLossError: a loss or gradient became NaN or infinite.
-    ValueError: a bad config value, or a config that cannot resume this workdir.
+    ValueError: a bad config value, a workdir that cannot be written or that another
+      training process is using, or a config that cannot resume this workdir.
+    input_pipeline.DataReadError: images that could be read at the start cannot be.
   """
   _validate_config(config)
   workdir = epath.Path(os.path.abspath(workdir))
   mesh = parallel.make_mesh(config.get('num_devices', None))
   parallel.check_batch_size(config.batch_size, mesh)
   gan = steps.GAN.from_config(config)
-  _check_resumable(workdir, config)
+  _check_workdir(workdir)
+  with _workdir_lock(workdir):
+    return _train(config, workdir, mesh, gan)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: epath.Path, mesh: jax.sharding.Mesh,
+           gan: steps.GAN) -> steps.GANState:
+  """`train_and_evaluate` once its arguments are checked and the workdir is locked."""
+  ckpts = checkpoints.Checkpoints(workdir, keep=config.get('keep_checkpoints', None))
+  try:
+    state = _resume_and_train(config, workdir, mesh, gan, ckpts)
+  except BaseException:
+    # Whatever stopped the run, the checkpoint of the epoch just ended must reach the disk.
+    try:
+      ckpts.close()
+    except Exception:  # pylint: disable=broad-except
+      logging.exception('Finishing the checkpoints of %s failed too.', workdir)
+    raise
+  ckpts.close()
+  return state
+
+
+def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
+                      mesh: jax.sharding.Mesh, gan: steps.GAN,
+                      ckpts: checkpoints.Checkpoints) -> steps.GANState:
+  """Restores the run in `workdir` (or starts it) and trains it to config.num_epochs."""
+  resuming = ckpts.latest_step() is not None
+  if resuming:   # a run that never saved a checkpoint holds nothing to keep consistent with
+    _check_resumable(workdir, config)
   splits = input_pipeline.build_splits(config.data)
   steps_per_epoch = input_pipeline.steps_per_epoch(splits, config.batch_size)
+  if not steps_per_epoch:
+    raise ValueError(
+        f'An epoch ({splits.train_epoch_size} training images) is smaller than one batch '
+        f'({config.batch_size}): lower batch_size, add photos or raise '
+        'config.data.samples_per_epoch.')
   total_steps = steps_per_epoch * config.num_epochs
-  checkpoints.save_config(workdir, config)
-
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() != 0, asynchronous=True)
-  ckpts = checkpoints.Checkpoints(workdir, keep=config.get('keep_checkpoints', None))
-  replicated = parallel.replicated(mesh)
-
   meta = {}
-  if ckpts.latest_step() is not None:
-    state, meta = ckpts.restore(steps.abstract_state(gan, config.image_size, replicated))
+  if resuming:
+    abstract = steps.abstract_state(gan, config.image_size, parallel.replicated(mesh))
+    state, meta = ckpts.restore(abstract)
     if meta.get('steps_per_epoch', steps_per_epoch) != steps_per_epoch:
       raise ValueError(
           f'{workdir} was trained with {meta["steps_per_epoch"]} steps per epoch, this config '
           f'gives {steps_per_epoch} (the dataset or batch size changed); use a new --workdir.')
+    if state_step(state) >= total_steps and meta.get('epoch_end', True):
+      logging.warning('%s is already trained for %d epochs (num_epochs=%d): nothing to do; '
+                      'raise num_epochs to train on.', workdir, meta.get('epoch', 0),
+                      config.num_epochs)
+      return state
     logging.info('Resuming from step %d (epoch %d) in %s.', state_step(state),
                  meta.get('epoch', 0), ckpts.directory)
   else:
-    state = parallel.replicate(gan.init(jax.random.PRNGKey(config.seed), config.image_size), mesh)
+    state = parallel.replicate(gan.init(jax.random.PRNGKey(config.seed), config.image_size),
+                               mesh)
     logging.info('Starting a new run in %s: %d train / %d val images, %d steps per epoch.',
                  workdir, splits.num_train, splits.num_val, steps_per_epoch)
+  # Only now: a relaunch refused above must not change the run's recorded config.
+  checkpoints.save_config(workdir, config)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() != 0, asynchronous=True)
+  try:
+    return _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
+                       steps_per_epoch)
+  finally:
+    writer.close()
+
+
+def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
+                steps_per_epoch) -> steps.GANState:
+  """Epochs from `state` to config.num_epochs; see `train_and_evaluate`."""
+  total_steps = steps_per_epoch * config.num_epochs
+  replicated = parallel.replicated(mesh)
 
   train_step = steps.compile_train_step(
       gan, in_shardings=(replicated, parallel.batch_sharded(mesh)),
@@ -313,9 +401,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
           break
       end_epoch(state, epoch)
   progress.close()
-  ckpts.close()
-  writer.flush()
-  writer.close()
   if stop and step < total_steps:
     raise Interrupted(stop.signum, step)
   return state

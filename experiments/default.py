@@ -64,5 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_devices = ml_collections.FieldReference(None, field_type=int)
   config.log_every_steps = 50
   config.num_sample_images = 8       # validation images colorized into a grid each epoch
-  config.keep_checkpoints = ml_collections.FieldReference(None, field_type=int)  # None: keep all
+  # None: every epoch's checkpoint; N: the latest N epochs'. A checkpoint saved on an
+  # interruption only serves to resume: it goes once a later epoch's is on disk.
+  config.keep_checkpoints = ml_collections.FieldReference(None, field_type=int)
   return config

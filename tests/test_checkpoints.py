@@ -125,3 +125,24 @@ def test_a_damaged_checkpoint_is_a_clear_error_naming_it_and_the_others(saved, t
   (copy / checkpoints.CONFIG_FILE).write_text('{"image_size": 3')
   with pytest.raises(checkpoints.CorruptCheckpoint, match='config.json'):
     checkpoints.load_config(copy)
+
+
+def test_retention_keeps_epochs_and_drops_superseded_interruption_checkpoints(saved, tmp_path):
+  """A checkpoint saved on an interruption (meta epoch_end False) goes once a later
+  epoch's checkpoint is on disk, never before; keep=N keeps the latest N epochs'
+  checkpoints, and an interruption checkpoint does not count among them (it used to
+  push out an epoch's checkpoint)."""
+  _, _, state = saved
+  for keep, expected in ((None, [3, 6, 9]), (2, [6, 9]), (1, [9])):
+    ckpts = checkpoints.Checkpoints(tmp_path / f'keep_{keep}', keep=keep)
+    ckpts.save(3, state, {'epoch': 1, 'epoch_end': True})
+    ckpts.save(6, state, {'epoch': 2, 'epoch_end': True})
+    ckpts.save(7, state, {'epoch': 2, 'epoch_end': False})   # interrupted in epoch 3
+    ckpts.wait()
+    assert 7 in ckpts.all_steps()   # the newest state: kept to resume from
+    ckpts.save(9, state, {'epoch': 3, 'epoch_end': True})
+    ckpts.close()
+    assert checkpoints.Checkpoints(tmp_path / f'keep_{keep}', read_only=True).all_steps() == (
+        expected), keep
+  with pytest.raises(ValueError, match='keep'):
+    checkpoints.Checkpoints(tmp_path / 'keep_0', keep=0)

@@ -243,6 +243,22 @@ def test_split_by_photo_ignores_listing_order_and_file_count():
   assert all(side[ip.photo_stem(f)] == (f in val2) for f in subset)
 
 
+def test_an_image_damaged_after_the_start_is_a_clear_data_error(tmp_path):
+  """A photo that was readable when the splits were built and is garbage by the time an
+  epoch reads it raises DataReadError saying what happened, not TensorFlow's error."""
+  root = tmp_path
+  for split, count in (('train', 4), ('val', 1)):
+    (root / split).mkdir()
+    for i in range(count):
+      images_lib.save_png(_noise(i), root / split / f'p{i}.png')
+  config = _data_config(folder=str(root))
+  splits = ip.build_splits(config)
+  for path in (root / 'train').iterdir():
+    path.write_bytes(b'no longer a photo')
+  with pytest.raises(ip.DataReadError, match='changed or damaged after the run started'):
+    list(ip.train_batches(splits, config, image_size=16, global_batch_size=2, seed=0, epoch=0))
+
+
 def test_empty_folder_and_wrong_path_are_clear_errors(tmp_path):
   """An empty folder, a missing folder or only unusable files raise with the path in the message."""
   with pytest.raises(ValueError, match=re.escape(str(tmp_path))):

@@ -149,3 +149,85 @@ def test_sigterm_to_the_launcher_saves_and_exits_cleanly(photos, tmp_path):
   assert 'Traceback' not in log
   assert 'Run the same command to resume' in log
   assert checkpoints.Checkpoints(tmp_path, read_only=True).all_steps()
+
+
+def test_a_run_that_fails_after_an_epoch_still_finishes_that_epochs_checkpoint(
+    photos, tmp_path, monkeypatch):
+  """Whatever stops a run (here unreadable data at the start of epoch 2), the checkpoint
+  the epoch before started saving in the background is finished before the error leaves
+  train_and_evaluate: a process that exits right after keeps it."""
+  real = train.input_pipeline.train_batches
+
+  def failing(*args, epoch, **kwargs):
+    if epoch == 1:
+      raise train.input_pipeline.DataReadError('the photos went away')
+    return real(*args, epoch=epoch, **kwargs)
+
+  closed = []
+  close = checkpoints.Checkpoints.close
+  monkeypatch.setattr(checkpoints.Checkpoints, 'close',
+                      lambda self: (close(self), closed.append(self.all_steps())))
+  monkeypatch.setattr(train.input_pipeline, 'train_batches', failing)
+  with pytest.raises(train.input_pipeline.DataReadError):
+    train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  assert closed == [[STEPS_PER_EPOCH]]
+  assert checkpoints.Checkpoints(tmp_path, read_only=True).all_steps() == [STEPS_PER_EPOCH]
+
+
+def test_refused_relaunches_change_nothing_and_a_finished_run_is_left_alone(
+    photos, uninterrupted, tmp_path_factory):
+  """A relaunch refused because the data changed leaves the run's config.json as it was;
+  a relaunch of a finished run (or one asking for fewer epochs) trains nothing and keeps
+  its config."""
+  workdir, expected = uninterrupted
+  before = (workdir / checkpoints.CONFIG_FILE).read_text()
+  fewer = helpers.make_photo_folder(tmp_path_factory.mktemp('fewer'), 8, 3)
+  with pytest.raises(ValueError, match='steps per epoch'):
+    train.train_and_evaluate(tiny_config(fewer), str(workdir))
+  assert (workdir / checkpoints.CONFIG_FILE).read_text() == before
+  for num_epochs in (2, 1):
+    state = train.train_and_evaluate(tiny_config(photos, num_epochs=num_epochs), str(workdir))
+    jax.tree.map(np.testing.assert_array_equal, _params(state), expected)
+  assert (workdir / checkpoints.CONFIG_FILE).read_text() == before
+  assert checkpoints.Checkpoints(workdir, read_only=True).all_steps() == [
+      STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+
+
+def test_bad_workdirs_and_configs_are_refused_before_anything_is_written(photos, tmp_path):
+  """A workdir that is a file, one another training holds, keep_checkpoints=0 (which would
+  keep nothing), negative sample counts and an epoch smaller than one batch are clear
+  errors; a failed start leaves no config behind to lock the workdir."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(ValueError, match='Cannot use --workdir'):
+    train.train_and_evaluate(tiny_config(photos), str(tmp_path / 'a_file'))
+  busy = tmp_path / 'busy'
+  busy.mkdir()
+  with open(busy / train.LOCK_FILE, 'a') as held:
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(ValueError, match='Another training process'):
+      train.train_and_evaluate(tiny_config(photos), str(busy))
+  for field, value, message in (('keep_checkpoints', 0, 'keep_checkpoints'),
+                                ('num_sample_images', -1, 'num_sample_images')):
+    config = tiny_config(photos)
+    config[field] = value
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(config, str(tmp_path / field))
+  big = tmp_path / 'big_batch'
+  with pytest.raises(ValueError, match='smaller than one batch'):
+    train.train_and_evaluate(tiny_config(photos, batch_size=64), str(big))
+  assert not (big / checkpoints.CONFIG_FILE).exists()
+  assert not (big / 'checkpoints').exists() or not os.listdir(big / 'checkpoints')
+
+
+def test_an_unknown_config_field_is_a_clear_flag_error(photos, tmp_path):
+  """`--config.batchsize=4` (a typo) fails flag parsing with ml_collections' suggestion,
+  not a traceback."""
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'launch.py'), 'train',
+       f'--config={os.path.join(ROOT, "experiments", "default.py")}', f'--workdir={tmp_path}',
+       '--config.batchsize=4'], cwd=ROOT, capture_output=True, text=True, timeout=120,
+      check=False)
+  assert result.returncode == 1
+  assert 'Did you mean "batch_size"' in result.stderr
+  assert 'Traceback' not in result.stderr
