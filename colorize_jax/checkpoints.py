@@ -257,6 +257,16 @@ class Checkpoints:
     finally:
       self._manager.close()
 
+  def is_epoch_end(self, step: int) -> bool:
+    """Whether checkpoint `step` was saved at the end of an epoch, not on an interruption.
+
+    Raises:
+      CorruptCheckpoint: if its metadata cannot be read.
+    """
+    if step not in self._epoch_end:
+      self._epoch_end[step] = bool(self.read_meta(step).get('epoch_end', True))
+    return self._epoch_end[step]
+
   def _prune(self) -> None:
     """Deletes interruption checkpoints older than the latest complete epoch checkpoint,
     and epoch checkpoints beyond the latest `keep` (never one that cannot be read)."""
@@ -265,12 +275,10 @@ class Checkpoints:
     self._manager.wait_until_finished()   # look at complete checkpoints only
     ends, interrupted = [], []
     for step in self.all_steps():
-      if step not in self._epoch_end:
-        try:
-          self._epoch_end[step] = bool(self.read_meta(step).get('epoch_end', True))
-        except CorruptCheckpoint:
-          continue   # left for a person to look at
-      (ends if self._epoch_end[step] else interrupted).append(step)
+      try:
+        (ends if self.is_epoch_end(step) else interrupted).append(step)
+      except CorruptCheckpoint:
+        continue   # left for a person to look at
     if not ends:
       return
     doomed = [step for step in interrupted if step < ends[-1]]

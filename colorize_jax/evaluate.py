@@ -942,10 +942,16 @@ def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', 
     metric = fallback_metric
 
   workdirs = [os.path.abspath(os.fspath(w)) for w in workdirs]
-  plan = [(w, s) for w in workdirs for s in inference.available_steps(w)]
+  # The candidates are epochs' checkpoints (sec. 4); one saved on an interruption
+  # holds half an epoch and goes once the run is resumed past it.
+  plan = [(w, s) for w in workdirs for s in inference.available_steps(w, epoch_ends_only=True)]
   empty = [w for w in workdirs if not any(p[0] == w for p in plan)]
   if empty:
-    raise FileNotFoundError(f'No checkpoints in {", ".join(empty)}.')
+    interrupted = [w for w in empty if inference.available_steps(w)]
+    raise FileNotFoundError(
+        f'No checkpoints in {", ".join(empty)}.' + (
+            f' {", ".join(interrupted)}: only a checkpoint saved on an interruption, to resume '
+            'from; run its training command to finish the epoch.' if interrupted else ''))
   out_dir = os.path.abspath(out_dir or default_out_dir(workdirs, metric))
   check_writable(out_dir, 'the leaderboard')
   for workdir in workdirs:   # best.json and the evaluation results go into each run

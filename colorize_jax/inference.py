@@ -163,14 +163,28 @@ def _open_checkpoints(workdir: epath.PathLike) -> Iterator[checkpoints.Checkpoin
     ckpts.close()
 
 
-def available_steps(workdir: epath.PathLike) -> list[int]:
+def available_steps(workdir: epath.PathLike, *, epoch_ends_only: bool = False) -> list[int]:
   """Steps of the complete checkpoints saved in a run, ascending.
+
+  With `epoch_ends_only`, only those saved at the end of an epoch, not on an
+  interruption (a checkpoint whose metadata cannot be read counts as one: whoever
+  reads it next reports the damage).
 
   Raises:
     FileNotFoundError: the workdir has no checkpoints folder.
   """
   with _open_checkpoints(workdir) as ckpts:
-    return ckpts.all_steps()
+    saved = ckpts.all_steps()
+    if not epoch_ends_only:
+      return saved
+    kept = []
+    for step in saved:
+      try:
+        if ckpts.is_epoch_end(step):
+          kept.append(step)
+      except checkpoints.CorruptCheckpoint:
+        kept.append(step)
+    return kept
 
 
 def resolve_step(workdir: epath.PathLike, step: int | str | None = None,

@@ -343,6 +343,29 @@ def test_select_leaves_out_a_damaged_checkpoint_and_ranks_the_rest(runs, tmp_pat
                     evaluator=evaluate.Evaluator(None, progress=False), use_cache=False)
 
 
+def test_select_ranks_epochs_not_a_checkpoint_saved_on_an_interruption(runs, tmp_path):
+  """A run interrupted mid-epoch holds a checkpoint that only serves to resume: select
+  ranks the epochs' checkpoints without it, and a run with nothing else says so."""
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
+  gan = steps.GAN.from_config(checkpoints.load_config(run))
+  ckpts = checkpoints.Checkpoints(run)
+  state, _ = ckpts.restore(steps.abstract_state(gan, IMAGE_SIZE))
+  ckpts.save(7, state, {'epoch': 2, 'epoch_end': False, 'steps_per_epoch': 3})
+  ckpts.close()
+  assert inference.available_steps(run) == [3, 6, 7]
+  chosen = evaluate.select([str(run)], 'psnr', out_dir=str(tmp_path / 'board'),
+                           evaluator=evaluate.Evaluator(None, progress=False))
+  assert sorted(entry['step'] for entry in chosen.ranking) == [3, 6]
+  only = tmp_path / 'only_interrupted'
+  shutil.copytree(run, only)
+  for step in ('3', '6'):
+    shutil.rmtree(only / 'checkpoints' / step)
+  with pytest.raises(FileNotFoundError, match='only a checkpoint saved on an interruption'):
+    evaluate.select([str(only)], 'psnr', out_dir=str(tmp_path / 'board2'),
+                    evaluator=evaluate.Evaluator(None, progress=False))
+
+
 def test_colorize_best_uses_the_selection(runs, tmp_path, capsys):
   """After select, `colorize --best` colours with the checkpoint best.json names, even when it is
   not the latest."""
