@@ -107,6 +107,13 @@ def _inception_weights(opts) -> str | None:
   return None if opts.inception_weights.lower() == 'none' else opts.inception_weights
 
 
+def _port(text: str) -> int:
+  value = int(text)
+  if not 0 <= value <= 65535:
+    raise argparse.ArgumentTypeError(f'must be a TCP port, 0..65535, got {value}')
+  return value
+
+
 def _positive(text: str) -> int:
   value = int(text)
   if value < 1:
@@ -369,9 +376,10 @@ def turing(flags, args) -> int:
   parser.add_argument('--seed', type=int, default=0, help='which photos are picked')
   parser.add_argument('--study', help='the study folder (default RUN/turing/step_<N>)')
   parser.add_argument('--rebuild', action='store_true',
-                      help='replace an existing study and its answers')
+                      help='replace an existing study (its answers are moved to STUDY/replaced/, '
+                      'not deleted; refused while the study is served)')
   parser.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
-  parser.add_argument('--port', type=int, default=8000)
+  parser.add_argument('--port', type=_port, default=8000, help='TCP port (default 8000)')
   parser.add_argument('--no-serve', action='store_true', help='build the study and exit')
   opts = parser.parse_args(args)
   if flags.workdir is None:
@@ -404,9 +412,14 @@ def turing(flags, args) -> int:
     print(f'Built a study of {study.num_pairs} pairs from the {description} with step '
           f'{colorizer.step} in {study_dir}.')
   else:
-    print(f'Serving the existing study in {study_dir} (--rebuild replaces it).')
+    print(f'The study in {study_dir} exists: {"serving" if not opts.no_serve else "kept"} it '
+          'as it is (--pairs, --size, --seed and --data build a new one only with --rebuild).')
   if not opts.no_serve:
-    turing_lib.serve(study_dir, host=opts.host, port=opts.port)
+    try:
+      turing_lib.serve(study_dir, host=opts.host, port=opts.port)
+    except turing_lib.StudyError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return EXIT_USAGE
   return EXIT_OK
 
 

@@ -44,7 +44,7 @@ def test_turing_builds_a_study_of_real_and_colorized_validation_photos(run, caps
     assert np.abs(real_lab[..., 1:] - fake_lab[..., 1:]).mean() > 1.0  # other colours
   # Running it again serves (here: keeps) the same study and its answers.
   assert cli.turing(flags(run), ['--pairs', '4', '--size', '64', '--no-serve']) == 0
-  assert 'existing study' in capsys.readouterr().out
+  assert 'exists: kept it as it is' in capsys.readouterr().out
   assert turing.load_study(study_dir).pairs == study.pairs
 
 

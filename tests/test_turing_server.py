@@ -252,6 +252,24 @@ def test_double_submission_is_rejected_and_first_answer_stays(app, study_dir):
       conn.execute('DELETE FROM answers')
 
 
+def test_only_the_pair_being_shown_can_be_answered(app, study_dir):
+  """An answer to a later pair (never shown to the participant) is refused with 409 and
+  not stored; the pair shown is still the one to answer; port numbers outside 0..65535
+  are refused rather than wrapped around."""
+  client = new_client(app)
+  start(client)
+  page = current(client)
+  later = next(p for p in app.state.study.pairs if p.pair_id != page['pair_id'])
+  before = count_answers(study_dir)
+  refused = answer(client, later.pair_id, later.images[0])
+  assert refused.status_code == 409 and 'in order' in refused.text
+  assert count_answers(study_dir) == before
+  assert current(client)['pair_id'] == page['pair_id']
+  assert answer(client, page['pair_id'], page['left']).status_code == 303
+  with pytest.raises(ValueError, match='port'):
+    server.serve(study_dir, port=70000)
+
+
 def _hostile_cases():
   form = {'content-type': 'application/x-www-form-urlencoded'}
   ok = lambda p: {'data': {'pair_id': p['pair_id'], 'choice': p['left']}}  # noqa: E731

@@ -109,7 +109,9 @@ def test_file_names_and_files_reveal_nothing(tmp_path):
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
   """A second build into a study folder raises and leaves the study (and its answers)
-  untouched; overwrite=True replaces the study and its answers but not unrelated files."""
+  untouched; overwrite=True is refused while the study is served, and otherwise
+  replaces the study, setting the old one and its answers aside, and leaves unrelated
+  files alone."""
   photos = make_photos(10)
   out = tmp_path / 's'
   first = study_lib.build_study(photos, hue_shift, out, num_pairs=4, seed=0)
@@ -121,10 +123,19 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
   assert (out / study_lib.MANIFEST).read_text() == manifest
   assert (out / study_lib.RESPONSES_DB).exists()
 
+  with study_lib.serving_lock(out):   # as a running server holds it
+    with pytest.raises(study_lib.StudyError, match='in use'):
+      study_lib.build_study(photos, hue_shift, out, num_pairs=4, seed=0, overwrite=True)
+  assert (out / study_lib.MANIFEST).read_text() == manifest
+
   second = study_lib.build_study(photos, hue_shift, out, num_pairs=4, seed=0, overwrite=True)
   assert second.study_id != first.study_id
   assert [p.pair_id for p in second.pairs] == [p.pair_id for p in first.pairs]
   assert not (out / study_lib.RESPONSES_DB).exists()
+  # The replaced study, answers included, is set aside, not deleted: they are results.
+  (aside,) = (out / study_lib.REPLACED_DIR).iterdir()
+  assert (aside / study_lib.RESPONSES_DB).read_bytes() == b'answers'
+  assert (aside / study_lib.MANIFEST).read_text() == manifest
   assert (out / 'notes.txt').read_text() == 'keep me'
   assert sorted(os.listdir(out / study_lib.IMAGES_DIR)) == sorted(second.image_names())
   assert [p.name for p in out.iterdir() if p.name.startswith('.building')] == []

@@ -252,6 +252,9 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
     except store_lib.AlreadyAnswered:
       raise HTTPException(
           409, 'you already answered this pair; answers cannot be changed') from None
+    except store_lib.NotShownYet:
+      raise HTTPException(
+          409, 'that is not the pair you are being shown; answer the pairs in order') from None
     except store_lib.InvalidChoice:
       raise HTTPException(400, 'choice must be one of the two photos') from None
     except store_lib.UnknownPair:
@@ -343,19 +346,29 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
   Args:
     study_dir: a folder written by `study.build_study`.
     host: interface to listen on; the loopback default keeps it local.
-    port: TCP port.
+    port: TCP port, 0..65535.
     results_token: secret for the results page; default: a new random one,
       printed with the results URL.
     log_level: uvicorn's log level.
+
+  Raises:
+    study.StudyError: another process serves (or rebuilds) the study.
+    ValueError: a port outside 0..65535.
   """
   import uvicorn  # Only needed to serve; importing this module starts nothing.
 
+  if not 0 <= port <= 65535:
+    raise ValueError(f'port must be in 0..65535, got {port}')
   app = create_app(study_dir, results_token=results_token)
   shown = f'[{host}]' if ':' in host else host
-  print(f'Turing test: http://{shown}:{port}/  ({app.state.study.num_pairs} pairs)', flush=True)
-  print(f'Results:     http://{shown}:{port}/results?token={app.state.results_token}', flush=True)
-  if host not in ('127.0.0.1', 'localhost', '::1'):
-    print(f'Note: listening on {host}, reachable from other machines; use HTTPS in front '
-          'of it for anything beyond a local network.')
-  uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-              proxy_headers=False)
+  # Held while serving: a rebuild of this study must not pull it from under the server.
+  with study_lib.serving_lock(study_dir):
+    print(f'Turing test: http://{shown}:{port}/  ({app.state.study.num_pairs} pairs)',
+          flush=True)
+    print(f'Results:     http://{shown}:{port}/results?token={app.state.results_token}',
+          flush=True)
+    if host not in ('127.0.0.1', 'localhost', '::1'):
+      print(f'Note: listening on {host}, reachable from other machines; use HTTPS in front '
+            'of it for anything beyond a local network.')
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
+                proxy_headers=False)

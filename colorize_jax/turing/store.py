@@ -76,6 +76,10 @@ class AlreadyAnswered(Exception):
   """The participant already answered this pair; the first answer stands."""
 
 
+class NotShownYet(Exception):
+  """The pair is not the one the participant is being shown: pairs are answered in order."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Placement:
   """Where a participant sees a pair: its position in their sequence and its sides."""
@@ -291,7 +295,9 @@ class Store:
       True if they were fooled (picked the real image).
 
     Raises:
-      UnknownParticipant, UnknownPair, InvalidChoice, AlreadyAnswered.
+      UnknownParticipant, UnknownPair, InvalidChoice, AlreadyAnswered, and NotShownYet
+      for a pair after the one the participant is being shown (an answer to a pair
+      nobody showed them would count as if they had seen it).
     """
     pair = self.study.pair(pair_id)
     if pair is None:
@@ -309,6 +315,14 @@ class Store:
         raise InvalidChoice(chosen_image)
       side = 'left' if chosen_image == placement[0] else 'right'
       fooled = chosen_image == pair.real_image
+      shown = conn.execute(
+          'SELECT pair_id FROM placements p WHERE participant_id = ? AND NOT EXISTS '
+          '(SELECT 1 FROM answers a WHERE a.participant_id = p.participant_id AND '
+          'a.pair_id = p.pair_id) ORDER BY position LIMIT 1', (participant_id,)).fetchone()
+      answered = conn.execute('SELECT 1 FROM answers WHERE participant_id = ? AND pair_id = ?',
+                              (participant_id, pair_id)).fetchone()
+      if not answered and (shown is None or shown[0] != pair_id):
+        raise NotShownYet(pair_id)
       try:
         conn.execute(
             'INSERT INTO answers(participant_id, pair_id, chosen_image, chosen_side, '

@@ -11,8 +11,10 @@ the generated one. A study folder holds everything the server needs:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import functools
 import hashlib
 import json
@@ -21,7 +23,7 @@ import pathlib
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,6 +32,8 @@ MANIFEST = 'study.json'
 IMAGES_DIR = 'images'
 RESPONSES_DB = 'responses.sqlite'
 REPORT_DIR = 'report'
+SERVING_LOCK = '.serving.lock'   # held by `server.serve` while the study is served
+REPLACED_DIR = 'replaced'        # where a rebuild moves the study it replaces
 FORMAT_VERSION = 1
 # 128 random bits: unguessable, and nothing in the name depends on the pair or side.
 IMAGE_NAME_RE = re.compile(r'^[0-9a-f]{32}\.png$')
@@ -195,11 +199,37 @@ def _study_entries(out_dir: pathlib.Path) -> list[pathlib.Path]:
   return [out_dir / n for n in names if (out_dir / n).exists()]
 
 
-def _remove(path: pathlib.Path) -> None:
-  if path.is_dir() and not path.is_symlink():
-    shutil.rmtree(path)
-  else:
-    path.unlink()
+@contextlib.contextmanager
+def serving_lock(study_dir: str | os.PathLike[str]) -> Iterator[None]:
+  """Holds the study's lock: taken by the server while it serves the study, and by a
+  rebuild while it replaces it, so that neither happens under the other.
+
+  Raises:
+    StudyError: another process holds it.
+  """
+  study_dir = pathlib.Path(study_dir)
+  study_dir.mkdir(parents=True, exist_ok=True)
+  with open(study_dir / SERVING_LOCK, 'a') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise StudyError(f'{study_dir} is in use by another process (a running `launch.py '
+                       'turing` serving it, or a rebuild); stop it first.') from None
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _set_aside(entries: Sequence[pathlib.Path], out_dir: pathlib.Path) -> None:
+  """Moves a replaced study's files under out_dir/replaced/<time>/: its answers are results."""
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  target = out_dir / REPLACED_DIR / stamp
+  while target.exists():
+    target = target.with_name(target.name + '_')
+  target.mkdir(parents=True)
+  for path in entries:
+    path.rename(target / path.name)
 
 
 def build_study(
@@ -227,14 +257,16 @@ def build_study(
     seed: picks the photos and the (balanced) manifest order of each pair's
       images. Same photos and seed -> same photos and pair ids.
     batched: see `colorize`.
-    overwrite: replace an existing study in `out_dir`, including its answers
-      (responses.sqlite) and report. Without it an existing study raises.
+    overwrite: replace an existing study in `out_dir`; its files, answers
+      (responses.sqlite) included, are moved to out_dir/replaced/<time>/, never
+      deleted. Without it an existing study raises.
 
   Returns:
     The written study (as `load_study(out_dir)` would read it).
 
   Raises:
     FileExistsError: `out_dir` holds a study and `overwrite` is False.
+    StudyError: the study is being served (or rebuilt) by another process.
     ValueError: bad arguments, photos or colorize outputs.
   """
   out_dir = pathlib.Path(out_dir)
@@ -242,7 +274,10 @@ def build_study(
   if existing and not overwrite:
     raise FileExistsError(
         f'{out_dir} already holds a study ({", ".join(p.name for p in existing)}); '
-        'pass overwrite=True to replace it and its answers')
+        'pass overwrite=True to replace it (its answers are moved aside, not deleted)')
+  if existing:
+    with serving_lock(out_dir):   # a served study: refused now, before the colorizing
+      pass
   indices = select_photos(len(photos), int(num_pairs), int(seed))
   picked: list[Photo] = []
   for i in indices:
@@ -289,10 +324,12 @@ def build_study(
         ],
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + '\n')
-    for path in _study_entries(out_dir):
-      _remove(path)
-    (tmp / IMAGES_DIR).rename(out_dir / IMAGES_DIR)
-    (tmp / MANIFEST).rename(out_dir / MANIFEST)
+    with serving_lock(out_dir):
+      entries = _study_entries(out_dir)
+      if entries:
+        _set_aside(entries, out_dir)
+      (tmp / IMAGES_DIR).rename(out_dir / IMAGES_DIR)
+      (tmp / MANIFEST).rename(out_dir / MANIFEST)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return load_study(out_dir)
