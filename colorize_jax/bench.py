@@ -57,8 +57,8 @@ def device_peak_mb() -> float | None:
 def time_calls(fn: Callable[[], Any], steps: int, warmup: int,
                max_seconds: float = 120.0) -> list[float]:
   """Seconds of each timed call of `fn` (which must block until done), after `warmup`
-  untimed calls. At least 3 calls are timed; timing stops after `steps` calls or
-  `max_seconds`."""
+  untimed calls. `steps` calls are timed, fewer (but at least min(steps, 3)) if they
+  take longer than `max_seconds` in all."""
   for _ in range(warmup):
     fn()
   times, start = [], time.perf_counter()
@@ -288,6 +288,9 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
     PartsFailed: after all parts ran, if any failed with a ValueError, OSError or
       RuntimeError (a dataset that is not there, memory exhausted, ...).
   """
+  for field in ('batch_size', 'image_size'):
+    if config[field] < 1:
+      raise ValueError(f'{field} must be >= 1, got {config[field]}')
   gan = steps.GAN.from_config(config)
   mesh = parallel.make_mesh(config.get('num_devices', None))
   parallel.check_batch_size(config.batch_size, mesh)
@@ -307,7 +310,8 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
              'pipeline': lambda: bench_pipeline(config, max(8, 3 * num_steps))}
   unknown = [part for part in parts if part not in benches]
   if unknown or not parts:
-    raise ValueError(f'unknown benchmark parts {unknown}; choose from {tuple(benches)}')
+    raise ValueError((f'unknown benchmark parts {unknown}' if unknown else 'no benchmark parts')
+                     + f'; choose from {tuple(benches)}')
   # Built on first use: the pipeline alone needs no model.
   programs = functools.cache(lambda: _programs(gan, config.image_size, config.batch_size,
                                                mesh, config.seed))

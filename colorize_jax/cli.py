@@ -107,6 +107,13 @@ def _inception_weights(opts) -> str | None:
   return None if opts.inception_weights.lower() == 'none' else opts.inception_weights
 
 
+def _non_negative(text: str) -> int:
+  value = int(text)
+  if value < 0:
+    raise argparse.ArgumentTypeError(f'must be >= 0, got {value}')
+  return value
+
+
 def _port(text: str) -> int:
   value = int(text)
   if not 0 <= value <= 65535:
@@ -323,16 +330,25 @@ def bench(flags, args) -> int:
   parser = argparse.ArgumentParser(prog='launch.py bench', description=bench.__doc__)
   parser.add_argument('--out', default=None, help='JSONL file the records are appended to.')
   parser.add_argument('--steps', type=_positive, default=10, help='timed train steps')
-  parser.add_argument('--warmup', type=int, default=2, help='untimed calls before timing')
+  parser.add_argument('--warmup', type=_non_negative, default=2,
+                      help='untimed calls before timing')
   parser.add_argument('--parts', default='train,infer,photo,pipeline,peak',
                       help='comma-separated subset of train,infer,photo,pipeline,peak')
   opts = parser.parse_args(args)
   _require(flags, 'config')
+  if opts.out is not None:
+    try:   # before the first part runs, not after it
+      with open(opts.out, 'a'):
+        pass
+    except OSError as e:
+      print(f'error: cannot write --out {opts.out!r}: {e.strerror or e}', file=sys.stderr)
+      return EXIT_USAGE
   setup_runtime()
   from colorize_jax import bench as bench_lib  # pylint: disable=g-import-not-at-top
   try:
     bench_lib.run(flags.config, num_steps=opts.steps, warmup=opts.warmup,
-                  parts=tuple(p for p in opts.parts.split(',') if p), out_path=opts.out)
+                  parts=tuple(p.strip() for p in opts.parts.split(',') if p.strip()),
+                  out_path=opts.out)
   except bench_lib.PartsFailed as e:
     print(f'error: {len(e.errors)} benchmark part(s) failed ({", ".join(e.errors)}); the '
           f'other parts ran and their records were kept', file=sys.stderr)

@@ -102,6 +102,11 @@ class Picture:
   alpha: np.ndarray | None = None
 
 
+def _unpremultiplied(img: Image.Image) -> Image.Image:
+  # Pillow converts premultiplied 'La' / 'RGBa' only to their plain-alpha modes.
+  return img.convert(img.mode[:-1] + 'A') if img.mode in ('La', 'RGBa') else img
+
+
 def has_alpha(img: Image.Image) -> bool:
   """Whether a Pillow image has transparency (an alpha band or a transparent colour)."""
   return img.mode in _ALPHA_MODES or ('transparency' in img.info and
@@ -133,6 +138,7 @@ def to_rgb8_image(img: Image.Image) -> Image.Image:
   Deep gray is scaled as in `picture_from_pil` and rounded; transparency is
   composited over white.
   """
+  img = _unpremultiplied(img)
   if img.mode in _DEEP_GRAY_MODES:
     return Image.fromarray(_gray_to_rgb8(_deep_gray(img)))
   if has_alpha(img):
@@ -155,7 +161,7 @@ def picture_from_pil(img: Image.Image) -> Picture:
   Raises:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
-  img = ImageOps.exif_transpose(img)
+  img = _unpremultiplied(ImageOps.exif_transpose(img))
   if img.mode in _DEEP_GRAY_MODES:
     return Picture(np.repeat(_deep_gray(img)[..., None], 3, axis=-1))
   if has_alpha(img):

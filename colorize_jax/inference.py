@@ -59,6 +59,7 @@ import dataclasses
 import glob
 import json
 import logging
+import numbers
 import os
 from typing import Any, Callable, Iterator, Sequence
 
@@ -387,6 +388,8 @@ def _as_picture(image: Any) -> tuple[images.Picture,
   The function takes the colorized rgb float32 [H, W, 3] in [0, 1] and the picture.
   """
   if isinstance(image, Image.Image):
+    if min(image.size) < 1:
+      raise ValueError(f'Empty image of size {image.size[0]}x{image.size[1]}.')
     picture = images.picture_from_pil(image)
 
     def to_pil(rgb, pic):
@@ -473,10 +476,14 @@ class Colorizer:
       raise ValueError(f'aspect must be one of {ASPECT_MODES}, got {aspect!r}')
     if upsample not in UPSAMPLE_FILTERS:
       raise ValueError(f'upsample must be one of {tuple(UPSAMPLE_FILTERS)}, got {upsample!r}')
-    if batch_size < 1:
-      raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1):
+      raise ValueError(f'batch_size must be an int >= 1, got {batch_size!r}')
     self.gan, self.image_size = gan, image_size
-    self.render_size = render_size or image_size
+    if render_size is not None and (isinstance(render_size, bool) or
+                                    not isinstance(render_size, numbers.Integral)):
+      raise ValueError(f'render_size must be an int, got {render_size!r}')
+    self.render_size = image_size if render_size is None else int(render_size)
     self.mesh = mesh if mesh is not None else parallel.make_mesh()
     devices = self.mesh.devices.size
     self.batch_size = -(-batch_size // devices) * devices
@@ -548,6 +555,11 @@ class Colorizer:
       is the input's (up to the output dtype's rounding).
     """
     _check_saturation(saturation)
+    if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim != 4):
+      # Iterating one image would colorize its rows as images.
+      raise ValueError('colorize_batch takes a sequence of images (a list, or an array '
+                       f'[N, H, W, C]); got {type(images).__name__} '
+                       f'{getattr(images, "shape", "")}: for one image use colorize().')
     decoded = [_as_picture(image) for image in images]
     prepared = [self._prepare(picture) for picture, _ in decoded]
     if not prepared:
@@ -674,6 +686,8 @@ def check_render_size(gan: steps.GAN, render_size: int, image_size: int) -> None
 
 
 def _check_saturation(saturation: float) -> None:
+  if isinstance(saturation, bool) or not isinstance(saturation, numbers.Real):
+    raise ValueError(f'saturation must be a finite number >= 0, got {saturation!r}')
   if not (np.isfinite(saturation) and saturation >= 0):
     raise ValueError(f'saturation must be a finite number >= 0, got {saturation}')
 

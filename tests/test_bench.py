@@ -89,12 +89,24 @@ def test_photo_bench_colorizes_a_full_resolution_file(config):
 
 
 def test_unknown_or_no_parts_are_usage_errors_before_anything_runs(config, capsys,
-                                                                   monkeypatch):
+                                                                   monkeypatch, tmp_path):
+  """Unknown or no parts, an --out that cannot be written, a batch size of 0 and a
+  negative warm-up are usage errors, found before any part runs."""
   monkeypatch.setattr(bench, 'bench_train', lambda *a: pytest.fail('ran before checking'))
   flags = types.SimpleNamespace(config=config)
   assert cli.bench(flags, ['--parts', 'train,warp']) == cli.EXIT_USAGE
   assert 'warp' in capsys.readouterr().err
   assert cli.bench(flags, ['--parts', ',']) == cli.EXIT_USAGE
+  assert 'no benchmark parts' in capsys.readouterr().err
+  # --out is checked before the first part runs, not after it.
+  assert cli.bench(flags, ['--parts', 'train', '--out', str(tmp_path)]) == cli.EXIT_USAGE
+  assert 'cannot write --out' in capsys.readouterr().err
+  zero = config.copy_and_resolve_references()
+  zero.batch_size = 0
+  assert cli.bench(types.SimpleNamespace(config=zero), ['--parts', 'train']) == cli.EXIT_USAGE
+  assert 'batch_size must be >= 1' in capsys.readouterr().err
+  with pytest.raises(SystemExit):   # argparse: usage error
+    cli.bench(flags, ['--warmup', '-1'])
 
 
 def test_a_failed_part_is_reported_and_the_other_parts_still_run(config, tmp_path, capsys):

@@ -248,6 +248,30 @@ def test_saturation_scales_ab(moderate):
     moderate.colorize(image, saturation=-1)
 
 
+def test_api_refuses_what_it_would_get_wrong(moderate, workdir):
+  """One image given to colorize_batch (whose rows it would colorize as images), an empty
+  PIL image and saturation or sizes of the wrong type are ValueErrors; premultiplied
+  'La' / 'RGBa' PIL images are colorized like their 'LA' / 'RGBA' versions."""
+  rgb = photo(20, 30, seed=4)
+  for one in (rgb, Image.fromarray(rgb)):
+    with pytest.raises(ValueError, match='sequence of images'):
+      moderate.colorize_batch(one)
+  with pytest.raises(ValueError, match='Empty image'):
+    moderate.colorize(Image.new('L', (0, 5)))
+  for saturation in ('1.5', None, True):
+    with pytest.raises(ValueError, match='saturation'):
+      moderate.colorize(rgb, saturation=saturation)
+  for bad in ({'render_size': 32.0}, {'render_size': 0}, {'batch_size': 2.5}):
+    with pytest.raises(ValueError):
+      inference.Colorizer.from_workdir(workdir, MODERATE_STEP, **bad)
+  rgba = Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)]))
+  for mode, plain in (('RGBa', 'RGBA'), ('La', 'LA')):
+    premultiplied = rgba.convert(plain).convert(mode)
+    got = np.asarray(moderate.colorize(premultiplied)).astype(int)
+    want = np.asarray(moderate.colorize(premultiplied.convert(plain))).astype(int)
+    assert np.abs(got - want).max() == 0, mode
+
+
 def test_api_returns_the_kind_it_was_given(moderate):
   """PIL in gives PIL out, arrays give arrays of the same dtype, [H, W] gives [H, W, 3], alpha is
   kept."""
