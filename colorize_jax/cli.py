@@ -455,9 +455,15 @@ def turing_report(flags, args) -> int:
       print('error: turing-report needs --study DIR or --workdir RUN', file=sys.stderr)
       return EXIT_USAGE
     root = os.path.join(flags.workdir, 'turing')
-    found = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    available = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    found = available
     if opts.step is not None:
-      found = [f for f in found if f == f'step_{opts.step}']
+      found = [f for f in available if f == f'step_{opts.step}']
+      if not found:
+        print(f'error: no study for step {opts.step} under {root}; there are: '
+              f'{", ".join(available) or "none (build one with `launch.py turing`)"}',
+              file=sys.stderr)
+        return EXIT_USAGE
     if len(found) != 1:
       print(f'error: {len(found)} studies under {root} ({", ".join(found) or "none"}); '
             'pass --study DIR or --step N', file=sys.stderr)

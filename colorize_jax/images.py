@@ -114,8 +114,16 @@ def has_alpha(img: Image.Image) -> bool:
 
 
 def _deep_gray(img: Image.Image) -> np.ndarray:
-  """A 16/32-bit integer or float gray image -> float32 [H, W] in [0, 1], full precision."""
+  """A 16/32-bit integer or float gray image -> float32 [H, W] in [0, 1], full precision.
+
+  16-bit values are on a 0..65535 scale, float values on 0..1 if none exceeds 1 and
+  0..255 otherwise, 32-bit integer ('I') values on 0..255 if none exceeds 255
+  (Pillow's convert('I') of an 8-bit image) and 0..65535 otherwise.
+  """
   arr = np.asarray(img, dtype=np.float64)
+  if img.mode == 'I' and arr.size and 0 <= arr.min() and arr.max() <= 255:
+    # 32-bit 'I' holding 0..255 is what Pillow's convert('I') of an 8-bit image gives.
+    return (arr / 255.0).astype(np.float32)
   if img.mode == 'F':
     if not np.isfinite(arr).all():
       # One NaN would make max() NaN and the scale below wrong for every pixel.

@@ -45,6 +45,17 @@ def test_16bit_gray_is_scaled_instead_of_clipped():
                              atol=1e-7)
 
 
+def test_32bit_integer_gray_from_8_bits_keeps_its_brightness():
+  """Pillow's convert('I') of an 8-bit image holds 0..255: read as such (it came out
+  near black on the 16-bit scale); larger values keep the 16-bit scale."""
+  gray = Image.fromarray(np.array([[0, 100, 255]], np.uint8))
+  np.testing.assert_allclose(images.picture_from_pil(gray.convert('I')).rgb[0, :, 0],
+                             [0, 100 / 255, 1], atol=1e-7)
+  wide = Image.fromarray(np.array([[0, 1000, 65535]], np.int32), mode='I')
+  np.testing.assert_allclose(images.picture_from_pil(wide).rgb[0, :, 0],
+                             [0, 1000 / 65535, 1], atol=1e-7)
+
+
 def _odd_files():
   """{name: encoded bytes} of one image of each awkward mode."""
   rgb = _noise(0)

@@ -63,6 +63,8 @@ def test_turing_report_summarises_the_study(run, capsys):
   out = capsys.readouterr().out
   assert re.search(r'Fooled \d of 4 answers: \d+\.\d% .*paper 23%', out), out
   assert {'results.html', 'answers.csv'} <= set(os.listdir(study_dir / 'report'))
+  assert cli.turing_report(flags(run), ['--step', '999']) == cli.EXIT_USAGE
+  assert 'no study for step 999' in capsys.readouterr().err   # and names step_3
 
 
 def test_turing_without_a_workdir_is_a_usage_error():

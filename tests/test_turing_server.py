@@ -111,7 +111,8 @@ def test_full_flow_start_pairs_progress_done(app, study_dir):
   landing = client.get('/')
   assert landing.status_code == 200 and 'id="start"' in landing.text
   assert f'{NUM_PAIRS} pairs' in landing.text
-  response = start(client, age_range='20-24', field_of_study='biology')
+  response = start(client, age_range='20-24',
+                   field_of_study='biology \U0001F469\u200d\U0001F4BB')   # an emoji with a joiner
   assert response.headers['location'] == '/study'
   cookie_header = response.headers['set-cookie'].lower()
   assert 'httponly' in cookie_header and 'samesite=lax' in cookie_header
@@ -134,7 +135,7 @@ def test_full_flow_start_pairs_progress_done(app, study_dir):
   assert 'Continue' not in client.get('/').text
   participants = app.state.store.participants()
   assert [(p.age_range, p.field_of_study, p.answered) for p in participants] == [
-      ('20-24', 'biology', NUM_PAIRS)]
+      ('20-24', 'biology \U0001F469\u200d\U0001F4BB', NUM_PAIRS)]
 
 
 def test_reload_and_return_continue_where_left(app):
@@ -337,6 +338,8 @@ def _hostile_cases():
        lambda p: {'data': {'field_of_study': 'x' * 500}}, None, 400),
       ('start-control-chars', 'POST', '/start',
        lambda p: {'data': {'field_of_study': 'a\x00b'}}, None, 400),
+      ('line-separator', 'POST', '/start',
+       lambda p: {'data': {'field_of_study': 'a\u2028b'}}, None, 400),
   ]
 
 

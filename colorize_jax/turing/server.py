@@ -149,9 +149,15 @@ def _clean_text(value: str, name: str) -> str:
   value = unicodedata.normalize('NFC', value).strip()
   if len(value) > MAX_FIELD_LEN:
     raise HTTPException(400, f'{name} is longer than {MAX_FIELD_LEN} characters')
-  if any(unicodedata.category(c) in ('Cc', 'Cf', 'Cs', 'Co', 'Cn') for c in value):
+  # Joiners and variation selectors (Cf) are part of ordinary emoji; line and
+  # paragraph separators (Zl, Zp) would break the CSV export's one-line rows.
+  if any((unicodedata.category(c) in ('Cc', 'Cf', 'Cs', 'Co', 'Cn', 'Zl', 'Zp')
+          and c not in _EMOJI_JOINERS) for c in value):
     raise HTTPException(400, f'{name} contains control characters')
   return value
+
+
+_EMOJI_JOINERS = frozenset('\u200d\ufe0e\ufe0f')   # ZWJ, text / emoji presentation
 
 
 def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None = None,

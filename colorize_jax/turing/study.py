@@ -353,7 +353,7 @@ def load_study(study_dir: str | os.PathLike[str]) -> Study:
     raw = json.loads(path.read_text())
   except FileNotFoundError:
     raise StudyError(f'no study in {study_dir}: {MANIFEST} is missing '
-                     '(build one with build_study)') from None
+                     '(build one with `launch.py turing`, or turing.build_study)') from None
   except (OSError, ValueError) as e:
     raise StudyError(f'cannot read {path}: {e}') from None
   try:
