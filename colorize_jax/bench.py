@@ -288,12 +288,9 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
     PartsFailed: after all parts ran, if any failed with a ValueError, OSError or
       RuntimeError (a dataset that is not there, memory exhausted, ...).
   """
-  for field in ('batch_size', 'image_size'):
-    if config[field] < 1:
-      raise ValueError(f'{field} must be >= 1, got {config[field]}')
-  gan = steps.GAN.from_config(config)
   mesh = parallel.make_mesh(config.get('num_devices', None))
   parallel.check_batch_size(config.batch_size, mesh)
+  gan = steps.GAN.from_config(config)
   common = {'image_size': config.image_size, 'batch_size': config.batch_size,
             'width': config.model.width, 'compute_dtype': config.model.get('compute_dtype'),
             'conv_impl': config.model.conv_impl, 'devices': mesh.devices.size,

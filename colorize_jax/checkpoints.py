@@ -110,7 +110,8 @@ class Checkpoints:
 
   def __init__(self, workdir: epath.PathLike, keep: int | None = None, read_only: bool = False):
     if keep is not None and keep < 1:
-      raise ValueError(f'keep must be None (every epoch) or >= 1, got {keep}')
+      raise ValueError(f'keep (config.keep_checkpoints) must be None (every epoch\'s '
+                       f'checkpoint) or >= 1, got {keep}')
     self._keep, self._read_only = keep, read_only
     self._epoch_end: dict[int, bool] = {}
     # orbax wants absolute paths.

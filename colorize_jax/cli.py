@@ -107,25 +107,20 @@ def _inception_weights(opts) -> str | None:
   return None if opts.inception_weights.lower() == 'none' else opts.inception_weights
 
 
-def _non_negative(text: str) -> int:
-  value = int(text)
-  if value < 0:
-    raise argparse.ArgumentTypeError(f'must be >= 0, got {value}')
-  return value
+def _int_in(low: int, high: int | None = None):
+  """An argparse `type`: an int in [low, high] (no upper bound if high is None)."""
+  def parse(text: str) -> int:
+    value = int(text)
+    if value < low or (high is not None and value > high):
+      raise argparse.ArgumentTypeError(
+          f'must be >= {low}, got {value}' if high is None else
+          f'must be in {low}..{high}, got {value}')
+    return value
+  parse.__name__ = 'int'   # argparse names the type in "invalid int value: 'x'"
+  return parse
 
 
-def _port(text: str) -> int:
-  value = int(text)
-  if not 0 <= value <= 65535:
-    raise argparse.ArgumentTypeError(f'must be a TCP port, 0..65535, got {value}')
-  return value
-
-
-def _positive(text: str) -> int:
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
-  return value
+_positive, _non_negative, _port = _int_in(1), _int_in(0), _int_in(0, 65535)
 
 
 def colorize(flags, args) -> int:
@@ -174,7 +169,7 @@ def colorize(flags, args) -> int:
           file=sys.stderr)
     return EXIT_USAGE
   setup_runtime()
-  from colorize_jax import images  # pylint: disable=g-import-not-at-top
+  from colorize_jax import files  # pylint: disable=g-import-not-at-top
   from colorize_jax import inference  # pylint: disable=g-import-not-at-top
   try:
     jobs, missing = inference.plan_jobs(opts.inputs, opts.out)
@@ -186,9 +181,10 @@ def colorize(flags, args) -> int:
   if not jobs:
     print('error: no input images found', file=sys.stderr)
     return EXIT_USAGE
-  problem = images.unwritable_folder(opts.out)
-  if problem:
-    print(f'error: cannot write to --out {opts.out}: {problem}', file=sys.stderr)
+  try:
+    files.check_writable(opts.out, 'the colorized images (--out)')
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   exists = [not opts.overwrite and os.path.lexists(job.destination) for job in jobs]
   kept = [job for job, there in zip(jobs, exists) if there]
@@ -306,8 +302,6 @@ def select(flags, args) -> int:
     return EXIT_USAGE
   setup_runtime()
   try:
-    for workdir in workdirs:   # a wrong path fails before Inception is loaded (or downloaded)
-      evaluate_lib.inference.resolve_step(workdir)
     evaluator = evaluate_lib.Evaluator(_inception_weights(opts), data_dir=opts.data,
                                        max_images=opts.max_images)
     selection = evaluate_lib.select(workdirs, opts.metric, top=opts.top, out_dir=opts.out,

@@ -68,6 +68,7 @@ import tqdm
 
 from colorize_jax import checkpoints
 from colorize_jax import color
+from colorize_jax import files
 from colorize_jax import images as images_lib
 from colorize_jax import inception
 from colorize_jax import inference
@@ -289,16 +290,16 @@ class InceptionSource:
   def __init__(self, weights: str | None = 'imagenet'):
     self.weights = weights
     self._scorer = None
+    self._probed = True   # whether `id` is known to be right (see `id`)
     self.reason: str | None = None   # why IS / FID are missing
     if weights is None:
-      self.id, self.reason = None, 'Inception metrics were turned off (--inception-weights none).'
+      self._id, self.reason = None, 'Inception metrics were turned off (--inception-weights none).'
     elif weights == 'random':
-      self.id = 'random-weights (tests only)'
+      self._id = 'random-weights (tests only)'
     elif weights == 'imagenet':
       cached = os.path.join(inception.keras_cache_dir(), 'models', inception.IMAGENET_WEIGHTS_FILE)
-      self.id = f'imagenet:{inception.IMAGENET_WEIGHTS_MD5}'
-      if not os.path.isfile(cached):
-        self.scorer()  # learn now (download or not) whether it can be had
+      self._id = f'imagenet:{inception.IMAGENET_WEIGHTS_MD5}'
+      self._probed = os.path.isfile(cached)
     else:
       path = os.path.abspath(os.fspath(weights))
       if not os.path.isfile(path):
@@ -309,7 +310,19 @@ class InceptionSource:
         with open(path, 'rb') as f:
           for block in iter(lambda: f.read(1 << 20), b''):
             digest.update(block)
-        self.id = f'file:{path}:sha256:{digest.hexdigest()[:16]}'
+        self._id = f'file:{path}:sha256:{digest.hexdigest()[:16]}'
+
+  @property
+  def id(self) -> str | None:
+    """What identifies the weights in cache keys; None when IS / FID cannot be had.
+
+    ImageNet weights that are not cached are looked for (downloaded if possible) on
+    first use, not on construction: a wrong run or step fails before that.
+    """
+    if not self._probed:
+      self._probed = True
+      self.scorer()
+    return self._id
 
   @property
   def available(self) -> bool:
@@ -317,12 +330,12 @@ class InceptionSource:
 
   def scorer(self) -> inception.InceptionScorer | None:
     """The scorer, or None (with `reason` set) when the weights cannot be loaded."""
-    if self._scorer is None and self.id is not None:
+    if self._scorer is None and self._id is not None:
       weights = None if self.weights == 'random' else self.weights
       try:
         self._scorer = inception.InceptionScorer.create(weights)
       except inception.InceptionUnavailable as e:
-        self.id, self.reason = None, str(e)
+        self._id, self.reason = None, str(e)
     return self._scorer
 
 
@@ -572,7 +585,7 @@ class Evaluator:
       if stored is not None:
         self.cached.append((os.fspath(workdir), chosen))
         return stored
-    check_writable(workdir / EVAL_DIR, 'the evaluation results')
+    files.check_writable(workdir / EVAL_DIR, 'the evaluation results')
     start = time.perf_counter()
     restored = inference.restore(workdir, chosen, mesh=self.mesh)
     seconds = {'restore': time.perf_counter() - start}
@@ -727,16 +740,6 @@ class _Sums:
     return rows
 
 
-def check_writable(folder: epath.PathLike, what: str) -> None:
-  """Raises ValueError if files cannot be created in `folder` (made if missing).
-
-  Called before the work whose results would go there, not after.
-  """
-  problem = images_lib.unwritable_folder(os.fspath(folder))
-  if problem:
-    raise ValueError(f'Cannot write {what} to {folder}: {problem}.')
-
-
 def evaluate(workdir: epath.PathLike, step: int | str | None = None, *,
              data_dir: str | None = None, max_images: int | None = None,
              inception_weights: str | None = 'imagenet', use_cache: bool = True,
@@ -756,7 +759,6 @@ def evaluate(workdir: epath.PathLike, step: int | str | None = None, *,
   Returns:
     The results dict (see `Evaluator.evaluate`); files in result['dir'].
   """
-  inference.resolve_step(workdir, step)   # a wrong run or step fails before Inception loads
   evaluator = Evaluator(inception_weights, data_dir=data_dir, max_images=max_images,
                         progress=progress)
   return evaluator.evaluate(workdir, step, use_cache=use_cache)
@@ -928,7 +930,18 @@ def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', 
     raise ValueError('select needs at least one workdir.')
   if top < 1:
     raise ValueError(f'top must be >= 1, got {top}')
-  evaluator = evaluator or Evaluator()
+  workdirs = [os.path.abspath(os.fspath(w)) for w in workdirs]
+  # The candidates are epochs' checkpoints (sec. 4); one saved on an interruption
+  # holds half an epoch and goes once the run is resumed past it.
+  plan = [(w, s) for w in workdirs for s in inference.available_steps(w, epoch_ends_only=True)]
+  empty = [w for w in workdirs if not any(p[0] == w for p in plan)]
+  if empty:
+    interrupted = [w for w in empty if inference.available_steps(w)]
+    raise FileNotFoundError(
+        f'No checkpoints in {", ".join(empty)}.' + (
+            f' {", ".join(interrupted)}: only a checkpoint saved on an interruption, to resume '
+            'from; run its training command to finish the epoch.' if interrupted else ''))
+  evaluator = evaluator or Evaluator()   # Inception is looked for only now
   if metric in _INCEPTION_METRICS and (not evaluator.inception.available or
                                        evaluator.inception.scorer() is None):
     reason = evaluator.inception.reason
@@ -941,21 +954,10 @@ def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', 
                     fallback_metric)
     metric = fallback_metric
 
-  workdirs = [os.path.abspath(os.fspath(w)) for w in workdirs]
-  # The candidates are epochs' checkpoints (sec. 4); one saved on an interruption
-  # holds half an epoch and goes once the run is resumed past it.
-  plan = [(w, s) for w in workdirs for s in inference.available_steps(w, epoch_ends_only=True)]
-  empty = [w for w in workdirs if not any(p[0] == w for p in plan)]
-  if empty:
-    interrupted = [w for w in empty if inference.available_steps(w)]
-    raise FileNotFoundError(
-        f'No checkpoints in {", ".join(empty)}.' + (
-            f' {", ".join(interrupted)}: only a checkpoint saved on an interruption, to resume '
-            'from; run its training command to finish the epoch.' if interrupted else ''))
   out_dir = os.path.abspath(out_dir or default_out_dir(workdirs, metric))
-  check_writable(out_dir, 'the leaderboard')
+  files.check_writable(out_dir, 'the leaderboard')
   for workdir in workdirs:   # best.json and the evaluation results go into each run
-    check_writable(os.path.join(workdir, EVAL_DIR), 'the evaluation results')
+    files.check_writable(os.path.join(workdir, EVAL_DIR), 'the evaluation results')
   data_keys = {json.dumps(evaluator.key(checkpoints.load_config(w), 0)['data'],
                           sort_keys=True) for w in workdirs}
   if len(data_keys) > 1:

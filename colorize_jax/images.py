@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import io
 import os
-import tempfile
 import uuid
 from typing import Any, Callable
 
@@ -326,19 +325,6 @@ def check_png_compress_level(level: int) -> None:
   """Raises ValueError unless `level` is a zlib compression level, 0..9."""
   if level not in range(10):
     raise ValueError(f'PNG compression level must be 0..9, got {level!r}')
-
-
-def unwritable_folder(path: str | os.PathLike) -> str | None:
-  """Why files cannot be created in folder `path` (made if missing), or None if they can."""
-  if os.path.exists(path) and not os.path.isdir(path):
-    return 'it is a file, not a folder'
-  try:
-    os.makedirs(path, exist_ok=True)
-    with tempfile.TemporaryFile(dir=path):
-      pass
-  except OSError as e:
-    return e.strerror or str(e)
-  return None
 
 
 def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None,

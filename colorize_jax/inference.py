@@ -686,10 +686,9 @@ def check_render_size(gan: steps.GAN, render_size: int, image_size: int) -> None
 
 
 def _check_saturation(saturation: float) -> None:
-  if isinstance(saturation, bool) or not isinstance(saturation, numbers.Real):
+  if (isinstance(saturation, bool) or not isinstance(saturation, numbers.Real)
+      or not (np.isfinite(saturation) and saturation >= 0)):
     raise ValueError(f'saturation must be a finite number >= 0, got {saturation!r}')
-  if not (np.isfinite(saturation) and saturation >= 0):
-    raise ValueError(f'saturation must be a finite number >= 0, got {saturation}')
 
 
 # ----------------------------------------------------------------------------
@@ -726,7 +725,7 @@ def _output_names(relative: Sequence[str]) -> list[str]:
   ('a.jpg.png' of the input 'a.jpg.png'). Names that differ only in letter case
   clash too: a case-insensitive file system (macOS, Windows) would write one file.
   """
-  key = lambda name: name.casefold()
+  key = str.casefold
   names = [os.path.splitext(rel)[0] + '.png' for rel in relative]
   full = [False] * len(names)
   while True:
@@ -736,15 +735,14 @@ def _output_names(relative: Sequence[str]) -> list[str]:
       break
     for i in clashing:
       names[i], full[i] = relative[i] + '.png', True
-  # Full names still clash only where the inputs differ in letter case alone: number them.
-  counts, seen = collections.Counter(map(key, names)), collections.Counter()
-  for i, name in enumerate(names):
-    if counts[key(name)] > 1:
-      seen[key(name)] += 1
-      names[i] = f'{relative[i]}.{seen[key(name)]}.png'
-  if len(set(map(key, names))) < len(names):
-    raise OverwriteError('Cannot give every input an output name of its own under --out: '
-                         f'{sorted(n for n, c in collections.Counter(map(key, names)).items() if c > 1)}')
+  # Full names can still clash where inputs differ in letter case alone: number the later ones.
+  taken = set()
+  for i, rel in enumerate(relative):
+    number = 1
+    while key(names[i]) in taken:
+      number += 1
+      names[i] = f'{rel}.{number}.png'
+    taken.add(key(names[i]))
   return names
 
 
@@ -769,8 +767,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
     that matched nothing.
 
   Raises:
-    OverwriteError: an output would replace one of the inputs (or, in odd cases of
-      names differing only in case, two outputs could not be told apart).
+    OverwriteError: an output would replace one of the inputs.
   """
   out_real = os.path.realpath(out_dir)
   files: list[tuple[str, str]] = []   # (path, folder its name is relative to)

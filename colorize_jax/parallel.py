@@ -69,7 +69,10 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
-  """Raises ValueError unless the global batch divides by the device and process counts."""
+  """Raises ValueError unless the global batch is >= 1 and divides by the device and
+  process counts."""
+  if global_batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {global_batch_size}')
   devices, processes = mesh.devices.size, jax.process_count()
   if global_batch_size % devices or global_batch_size % processes:
     raise ValueError(

@@ -8,7 +8,6 @@ ends with the parameters of an uninterrupted one.
 """
 
 import contextlib
-import fcntl
 import functools
 import os
 import signal
@@ -27,6 +26,7 @@ import tqdm
 
 from colorize_jax import checkpoints
 from colorize_jax import color
+from colorize_jax import files
 from colorize_jax import images
 from colorize_jax import input_pipeline
 from colorize_jax import metrics as metrics_lib
@@ -141,43 +141,26 @@ def _check_resumable(workdir: epath.Path, config: ml_collections.ConfigDict) -> 
 def _validate_config(config: ml_collections.ConfigDict) -> None:
   if config.num_epochs < 1:
     raise ValueError(f'num_epochs must be >= 1, got {config.num_epochs}')
-  if config.batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {config.batch_size}')
   if config.log_every_steps < 1:
     raise ValueError(f'log_every_steps must be >= 1, got {config.log_every_steps}')
   if config.num_sample_images < 0:
     raise ValueError(f'num_sample_images must be >= 0, got {config.num_sample_images}')
-  keep = config.get('keep_checkpoints', None)
-  if keep is not None and keep < 1:
-    raise ValueError(f'keep_checkpoints must be None (keep every epoch\'s checkpoint) or >= 1, '
-                     f'got {keep}')
-
-
-def _check_workdir(workdir: epath.Path) -> None:
-  """Refuses a workdir that is a file or cannot be written, before anything is written."""
-  problem = images.unwritable_folder(workdir)
-  if problem:
-    raise ValueError(f'Cannot use --workdir {workdir}: {problem}.')
 
 
 @contextlib.contextmanager
 def _workdir_lock(workdir: epath.Path) -> Iterator[None]:
-  """Holds an exclusive lock on the workdir (process 0), so that two trainings
-  cannot write the same checkpoints; released when the process ends, however it ends."""
+  """Holds the workdir's lock (process 0), so that two trainings cannot write the same
+  checkpoints."""
   if jax.process_index() != 0:
     yield
     return
-  with open(workdir / LOCK_FILE, 'a') as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise ValueError(f'Another training process is using {workdir} (it holds '
-                       f'{workdir / LOCK_FILE}); wait for it to end or use another '
-                       '--workdir.') from None
-    try:
+  try:
+    with files.exclusive_lock(workdir / LOCK_FILE):
       yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  except files.Busy:
+    raise ValueError(f'Another training process is using {workdir} (it holds '
+                     f'{workdir / LOCK_FILE}); wait for it to end or use another '
+                     '--workdir.') from None
 
 
 class _Validator:
@@ -275,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   mesh = parallel.make_mesh(config.get('num_devices', None))
   parallel.check_batch_size(config.batch_size, mesh)
   gan = steps.GAN.from_config(config)
-  _check_workdir(workdir)
+  files.check_writable(workdir, 'the run (--workdir)')
   with _workdir_lock(workdir):
     return _train(config, workdir, mesh, gan)
 

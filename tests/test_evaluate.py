@@ -301,7 +301,7 @@ def test_wrong_paths_fail_before_inception_and_before_evaluating(runs, tmp_path,
       '--workdirs', *runs, '--inception-weights', missing, '--metric', 'psnr',
       '--out', str(tmp_path / 'board')]) == 2
   assert missing in capsys.readouterr().err
-  monkeypatch.setattr(evaluate, 'InceptionSource',
+  monkeypatch.setattr(inception.InceptionScorer, 'create',
                       lambda *a, **k: pytest.fail('Inception set up before the run was checked'))
   nowhere = str(tmp_path / 'no_run')
   assert cli.evaluate(types.SimpleNamespace(workdir=nowhere), []) == 2

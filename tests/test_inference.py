@@ -455,12 +455,12 @@ def test_cli_checks_out_and_saturation_before_loading_the_model(workdir, tmp_pat
   assert 'not a folder' in capsys.readouterr().err
   assert cli.colorize(run_flags(workdir), [str(source), '--out',
                                            str(tmp_path / 'a_file' / 'sub')]) == 2
-  assert 'cannot write' in capsys.readouterr().err
+  assert 'Cannot write' in capsys.readouterr().err
   locked = tmp_path / 'locked'
   locked.mkdir(mode=0o500)
   if not os.access(locked, os.W_OK):   # root may write anywhere
     assert cli.colorize(run_flags(workdir), [str(source), '--out', str(locked / 'sub')]) == 2
-    assert 'cannot write' in capsys.readouterr().err
+    assert 'Cannot write' in capsys.readouterr().err
   for value in ('inf', 'nan', '-1'):
     assert cli.colorize(run_flags(workdir), [str(source), '--out', str(tmp_path / 'o'),
                                              '--saturation', value]) == 2

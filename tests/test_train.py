@@ -199,7 +199,7 @@ def test_bad_workdirs_and_configs_are_refused_before_anything_is_written(photos,
   errors; a failed start leaves no config behind to lock the workdir."""
   import fcntl  # pylint: disable=g-import-not-at-top
   (tmp_path / 'a_file').write_text('')
-  with pytest.raises(ValueError, match='Cannot use --workdir'):
+  with pytest.raises(ValueError, match='Cannot write the run'):
     train.train_and_evaluate(tiny_config(photos), str(tmp_path / 'a_file'))
   busy = tmp_path / 'busy'
   busy.mkdir()

@@ -111,6 +111,16 @@ class Progress:
     return self.current is None
 
 
+def _current_placement(conn: sqlite3.Connection, participant_id: int) -> Placement | None:
+  """The participant's first unanswered placement (the pair they are shown), or None."""
+  row = conn.execute(
+      'SELECT position, pair_id, left_image, right_image FROM placements p '
+      'WHERE participant_id = ? AND NOT EXISTS (SELECT 1 FROM answers a WHERE '
+      'a.participant_id = p.participant_id AND a.pair_id = p.pair_id) '
+      'ORDER BY position LIMIT 1', (participant_id,)).fetchone()
+  return Placement(*row) if row else None
+
+
 @dataclasses.dataclass(frozen=True)
 class AnswerRow:
   """One answer with its context, for reports and the CSV export."""
@@ -275,13 +285,8 @@ class Store:
       answered, fooled = conn.execute(
           'SELECT COUNT(*), COALESCE(SUM(fooled), 0) FROM answers WHERE participant_id = ?',
           (participant_id,)).fetchone()
-      row = conn.execute(
-          'SELECT position, pair_id, left_image, right_image FROM placements p '
-          'WHERE participant_id = ? AND NOT EXISTS (SELECT 1 FROM answers a WHERE '
-          'a.participant_id = p.participant_id AND a.pair_id = p.pair_id) '
-          'ORDER BY position LIMIT 1', (participant_id,)).fetchone()
-    return Progress(participant_id, answered, fooled, self.study.num_pairs,
-                    Placement(*row) if row else None)
+      current = _current_placement(conn, participant_id)
+    return Progress(participant_id, answered, fooled, self.study.num_pairs, current)
 
   def record_answer(self, participant_id: int, pair_id: str, chosen_image: str) -> bool:
     """Stores a participant's pick on a pair; the first answer is final.
@@ -315,13 +320,10 @@ class Store:
         raise InvalidChoice(chosen_image)
       side = 'left' if chosen_image == placement[0] else 'right'
       fooled = chosen_image == pair.real_image
-      shown = conn.execute(
-          'SELECT pair_id FROM placements p WHERE participant_id = ? AND NOT EXISTS '
-          '(SELECT 1 FROM answers a WHERE a.participant_id = p.participant_id AND '
-          'a.pair_id = p.pair_id) ORDER BY position LIMIT 1', (participant_id,)).fetchone()
+      shown = _current_placement(conn, participant_id)
       answered = conn.execute('SELECT 1 FROM answers WHERE participant_id = ? AND pair_id = ?',
                               (participant_id, pair_id)).fetchone()
-      if not answered and (shown is None or shown[0] != pair_id):
+      if not answered and (shown is None or shown.pair_id != pair_id):
         raise NotShownYet(pair_id)
       try:
         conn.execute(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import functools
 import hashlib
 import json
@@ -27,6 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from colorize_jax import files
 
 MANIFEST = 'study.json'
 IMAGES_DIR = 'images'
@@ -209,16 +210,12 @@ def serving_lock(study_dir: str | os.PathLike[str]) -> Iterator[None]:
   """
   study_dir = pathlib.Path(study_dir)
   study_dir.mkdir(parents=True, exist_ok=True)
-  with open(study_dir / SERVING_LOCK, 'a') as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise StudyError(f'{study_dir} is in use by another process (a running `launch.py '
-                       'turing` serving it, or a rebuild); stop it first.') from None
-    try:
+  try:
+    with files.exclusive_lock(study_dir / SERVING_LOCK):
       yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  except files.Busy:
+    raise StudyError(f'{study_dir} is in use by another process (a running `launch.py '
+                     'turing` serving it, or a rebuild); stop it first.') from None
 
 
 def _set_aside(entries: Sequence[pathlib.Path], out_dir: pathlib.Path) -> None:
