@@ -186,13 +186,17 @@ def _s1_winograd(x, kernel):
   return winograd.correlate(_pad1(x), kernel, 4)
 
 
-def _t_taps(x, kernel):
+def _t_taps_kernel(kernel):
+  """[4, 4, Cin, Cout] -> [Cin, 16 Cout]: the 'one' kernel's four taps side by side."""
+  k = _t_kernel_one(kernel)                                     # [2, 2, Cin, 4 Cout]
+  return k.transpose(2, 0, 1, 3).reshape(kernel.shape[2], 16 * kernel.shape[3])
+
+
+def _t_taps_prepared(x, taps_kernel):
   # 'one' (a 2x2 conv to 4 Cout) with its four taps as one matmul and shifted adds,
   # for the 2-channel output layer (where the 2x2 conv has only 8 output channels).
-  k = _t_kernel_one(kernel)                                     # [2, 2, Cin, 4 Cout]
-  c4 = k.shape[3]
-  z = jnp.dot(_pad1(x), k.transpose(2, 0, 1, 3).reshape(x.shape[3], 4 * c4))
-  y = _shift_sum(z, _SHIFTS2, x.shape[1] + 1, x.shape[2] + 1, c4)
+  c4 = taps_kernel.shape[1] // 4
+  y = _shift_sum(jnp.dot(_pad1(x), taps_kernel), _SHIFTS2, x.shape[1] + 1, x.shape[2] + 1, c4)
   return depth_to_space(y)[:, 1:-1, 1:-1]
 
 
@@ -203,6 +207,7 @@ _SPLIT_FORMS: dict[tuple[str, str], tuple[Callable, Callable]] = {
     ('t', 'subpixel'): (_t_phase_kernels, _t_subpixel_prepared),
     ('t', 'one'): (_t_kernel_one, _t_one_prepared),
     ('s1', 'taps'): (_s1_taps_kernel, _s1_taps_prepared),
+    ('t', 'taps'): (_t_taps_kernel, _t_taps_prepared),
 }
 
 
@@ -215,7 +220,8 @@ CONV4X4_S2_FORMULATIONS: dict[str, Callable] = {
     'plain': _s2_plain, 's2d': _composed('s2', 's2d'), 'im2col': _s2_im2col}
 CONV_TRANSPOSE4X4_S2_FORMULATIONS: dict[str, Callable] = {
     'plain': _t_plain, 'subpixel': _composed('t', 'subpixel'),
-    'subpixel_matmul': _t_subpixel_matmul, 'one': _composed('t', 'one'), 'taps': _t_taps}
+    'subpixel_matmul': _t_subpixel_matmul, 'one': _composed('t', 'one'),
+    'taps': _composed('t', 'taps')}
 CONV4X4_S1_FORMULATIONS: dict[str, Callable] = {
     'plain': _s1_plain, 'taps': _composed('s1', 'taps'), 'winograd': _s1_winograd}
 
@@ -308,11 +314,13 @@ def conv4x4_s2_plan(h: int, cin: int, cout: int) -> Plan:
 def conv_transpose4x4_s2_plan(h: int, cin: int, cout: int) -> Plan:
   """Formulations `conv_transpose4x4_s2(impl='fast')` uses for an [N, h, w, cin] input."""
   del cin
-  # The 2-channel output layer: the 'one' conv forward and dx, dW from autodiff of its
-  # four taps as one matmul plus shifted adds (1.4-2.4x; Eigen's kernel gradient with
-  # 8 output channels runs at ~6 GFLOP/s).
+  # The 2-channel output layer: its four taps as one matmul plus shifted adds for the
+  # forward pass and dW, the 'one' conv for dx. Forward: level with 'one' on an AVX2 EPYC
+  # (whole generator 1.005x), 2.8-3.5x 'one' per layer on an AVX-512 one, where Eigen's
+  # conv with 8 output channels runs at ~25 GFLOP/s (BENCHMARKS.md). dW: 1.4-2.4x
+  # (Eigen's kernel gradient with 8 output channels runs at ~6 GFLOP/s on the first).
   if cout < _FEW_CHANNELS:
-    return Plan('one', 'one', 'taps')
+    return Plan('taps', 'one', 'taps')
   # Forward: four 2x2 convs (one per output phase) up to 8x8 inputs (1.1-2x; 'one'
   # computes (h+1)^2 / h^2 = 1.3-4x the MACs there), then one 2x2 conv to 4 Cout.
   fwd = 'subpixel' if h <= 8 else 'one'

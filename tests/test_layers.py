@@ -210,6 +210,7 @@ def test_prepared_kernel_computes_the_convolution(kind, form, shape):
 @pytest.mark.parametrize('module,hw,other_hw,features,other_form_differs', [
     (layers.Conv4x4S2, (6, 6), (2, 2), 3, False),           # 's2d' (few channels) at both
     (layers.ConvTranspose4x4S2, (16, 16), (2, 2), 16, True),  # 'one', then 'subpixel'
+    (layers.ConvTranspose4x4S2, (8, 8), (1, 1), 2, False),   # 'taps' (2 channels) at both
     (layers.Conv4x4S1, (5, 4), (3, 3), 1, False),           # 'taps' at both
 ])
 def test_module_with_prepared_kernels(module, hw, other_hw, features, other_form_differs):
