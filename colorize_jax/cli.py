@@ -389,7 +389,7 @@ def turing(flags, args) -> int:
                       help='replace an existing study (its answers are moved to STUDY/replaced/, '
                       'not deleted; refused while the study is served)')
   parser.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
-  parser.add_argument('--port', type=_port, default=8000, help='TCP port (default 8000)')
+  parser.add_argument('--port', type=_port, default=8000, help='TCP port (default 8000; 0: any free one, printed)')
   parser.add_argument('--no-serve', action='store_true', help='build the study and exit')
   opts = parser.parse_args(args)
   if flags.workdir is None:
@@ -427,7 +427,7 @@ def turing(flags, args) -> int:
   if not opts.no_serve:
     try:
       turing_lib.serve(study_dir, host=opts.host, port=opts.port)
-    except turing_lib.StudyError as e:
+    except (turing_lib.StudyError, OSError) as e:
       print(f'error: {e}', file=sys.stderr)
       return EXIT_USAGE
   return EXIT_OK

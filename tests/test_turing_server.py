@@ -505,3 +505,37 @@ def test_importing_starts_nothing():
           'from colorize_jax.turing import server; assert "uvicorn" not in sys.modules; '
           'assert callable(t.serve) and callable(t.write_report)')
   subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+
+
+def test_serve_prints_urls_only_for_a_port_it_listens_on(study_dir, capsys):
+  """A port in use is an OSError naming the address, raised before any URL is printed
+  (the URLs used to be printed first); the study is left servable."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as taken:
+    taken.bind(('127.0.0.1', 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(OSError, match=f'cannot listen on 127.0.0.1:{port}'):
+      server.serve(study_dir, port=port)
+  assert 'http://' not in capsys.readouterr().out
+  with study_lib.serving_lock(study_dir):   # the failed serve released its lock
+    pass
+
+
+def test_serve_on_port_0_prints_the_port_that_answers(study_dir):
+  """With port 0 the system picks a port: the printed participant URL is that port's
+  and answers (it used to print ':0')."""
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  code = ('import sys; from colorize_jax.turing import server; '
+          'server.serve(sys.argv[1], port=0, log_level="warning")')
+  proc = subprocess.Popen([sys.executable, '-c', code, str(study_dir)],
+                          stdout=subprocess.PIPE, text=True)
+  try:
+    line = proc.stdout.readline()
+    match = re.search(r'http://127\.0\.0\.1:(\d+)/ ', line)
+    assert match and int(match.group(1)) != 0, line
+    with urllib.request.urlopen(f'http://127.0.0.1:{match.group(1)}/', timeout=60) as page:
+      assert page.status == 200
+  finally:
+    proc.terminate()
+    proc.wait(timeout=60)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import unicodedata
 from typing import Any
 
@@ -360,6 +361,8 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
   Raises:
     study.StudyError: another process serves (or rebuilds) the study.
     ValueError: a port outside 0..65535.
+    OSError: the address cannot be listened on (e.g. the port is in use); nothing is
+      printed then.
   """
   import uvicorn  # Only needed to serve; importing this module starts nothing.
 
@@ -368,7 +371,8 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
   app = create_app(study_dir, results_token=results_token)
   shown = f'[{host}]' if ':' in host else host
   # Held while serving: a rebuild of this study must not pull it from under the server.
-  with study_lib.serving_lock(study_dir):
+  with study_lib.serving_lock(study_dir), _listening_socket(host, port) as sock:
+    port = sock.getsockname()[1]   # the one the system chose for port 0
     print(f'Turing test: http://{shown}:{port}/  ({app.state.study.num_pairs} pairs)',
           flush=True)
     print(f'Results:     http://{shown}:{port}/results?token={app.state.results_token}',
@@ -376,5 +380,28 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
     if host not in ('127.0.0.1', 'localhost', '::1'):
       print(f'Note: listening on {host}, reachable from other machines; use HTTPS in front '
             'of it for anything beyond a local network.')
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                proxy_headers=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            server_header=False, proxy_headers=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+  """A TCP socket listening on (host, port), so that the URLs printed are ones that answer.
+
+  Raises:
+    OSError: naming the address, e.g. when the port is in use.
+  """
+  try:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+  except OSError as e:
+    raise OSError(e.errno, f'cannot listen on {host}:{port}: {e.strerror or e}') from e
+  try:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(2048)   # uvicorn's backlog: a participant connecting before it starts waits
+  except OSError as e:
+    sock.close()
+    raise OSError(e.errno, f'cannot listen on {host}:{port}: {e.strerror or e}') from e
+  return sock
