@@ -389,7 +389,8 @@ def turing(flags, args) -> int:
                       help='replace an existing study (its answers are moved to STUDY/replaced/, '
                       'not deleted; refused while the study is served)')
   parser.add_argument('--host', default='127.0.0.1', help='interface (default: loopback only)')
-  parser.add_argument('--port', type=_port, default=8000, help='TCP port (default 8000; 0: any free one, printed)')
+  parser.add_argument('--port', type=_port, default=8000,
+                      help='TCP port (default 8000; 0: any free one, printed)')
   parser.add_argument('--no-serve', action='store_true', help='build the study and exit')
   opts = parser.parse_args(args)
   if flags.workdir is None:
