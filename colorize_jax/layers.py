@@ -272,9 +272,10 @@ _TABLES = {'s2': CONV4X4_S2_FORMULATIONS, 't': CONV_TRANSPOSE4X4_S2_FORMULATIONS
 # XLA:CPU hands a convolution either to YNNPACK or to Eigen. On a 2-core AMD EPYC (AVX2),
 # Eigen's convolutions, including the kernel gradients XLA derives for them, ran at or
 # near the matmul rate for every 4x4 / 2x2 shape of these nets, YNNPACK's at 30-75% of
-# that; on an AVX-512 EPYC (Zen 4) Eigen's still led (108-209 against 52-178 GFLOP/s). The plans below were measured, and are only fast, with convolutions on Eigen
-# and dots and reductions on YNNPACK, which this option selects; `steps.jit` compiles
-# every program that runs the nets with it (a value in $XLA_FLAGS wins).
+# that; on an AVX-512 EPYC (Zen 4) Eigen's still led (108-209 against 52-178 GFLOP/s).
+# The plans below were measured, and are only fast, with convolutions on Eigen and dots
+# and reductions on YNNPACK, which this option selects; `steps.jit` compiles every
+# program that runs the nets with it (a value in $XLA_FLAGS wins).
 XLA_CPU_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type':
                    'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
