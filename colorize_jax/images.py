@@ -2,8 +2,8 @@
 
 The one place where image files are read and written; the input pipeline,
 inference, evaluation and the sample grids all go through it. It imports only
-Pillow and NumPy (no TensorFlow, no JAX), so that colorizing a photo does not pay
-for TensorFlow's import.
+Pillow, NumPy and pypng (no TensorFlow, no JAX), so that colorizing a photo does not
+pay for TensorFlow's import.
 
 Decoding shows an image as it is meant to be seen, whatever its mode:
 
@@ -33,6 +33,7 @@ import uuid
 from typing import Any, Callable
 
 import numpy as np
+import png
 from PIL import ExifTags
 from PIL import Image
 from PIL import ImageOps
@@ -96,9 +97,12 @@ class Picture:
     rgb: float32 [H, W, 3] in [0, 1], sRGB (gray inputs replicated).
     alpha: uint8 [H, W] for images with transparency (or, when built from an
       array, its alpha as given: uint8, uint16 or float), else None.
+    bit_depth: 16 for 16-bit, 32-bit integer and float gray files (their precision
+      is worth keeping in what is written from them, see `save_png`), else 8.
   """
   rgb: np.ndarray
   alpha: np.ndarray | None = None
+  bit_depth: int = 8
 
 
 def _unpremultiplied(img: Image.Image) -> Image.Image:
@@ -120,8 +124,7 @@ def _deep_gray(img: Image.Image) -> np.ndarray:
   (Pillow's convert('I') of an 8-bit image) and 0..65535 otherwise.
   """
   arr = np.asarray(img, dtype=np.float64)
-  if img.mode == 'I' and arr.size and 0 <= arr.min() and arr.max() <= 255:
-    # 32-bit 'I' holding 0..255 is what Pillow's convert('I') of an 8-bit image gives.
+  if _holds_8_bits(img, arr):
     return (arr / 255.0).astype(np.float32)
   if img.mode == 'F':
     if not np.isfinite(arr).all():
@@ -131,6 +134,11 @@ def _deep_gray(img: Image.Image) -> np.ndarray:
   else:
     arr = arr / 65535.0
   return np.clip(arr, 0.0, 1.0).astype(np.float32)
+
+
+def _holds_8_bits(img: Image.Image, arr: np.ndarray) -> bool:
+  # 32-bit 'I' holding 0..255 is what Pillow's convert('I') of an 8-bit image gives.
+  return img.mode == 'I' and arr.size > 0 and 0 <= arr.min() and arr.max() <= 255
 
 
 def _gray_to_rgb8(gray: np.ndarray) -> np.ndarray:
@@ -163,14 +171,16 @@ def picture_from_pil(img: Image.Image) -> Picture:
 
   Returns:
     The `Picture`: rgb float32 [H, W, 3] in [0, 1] (deep gray at full
-    precision), alpha uint8 [H, W] kept separately, or None.
+    precision, bit_depth 16), alpha uint8 [H, W] kept separately, or None.
 
   Raises:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
   img = _unpremultiplied(ImageOps.exif_transpose(img))
   if img.mode in _DEEP_GRAY_MODES:
-    return Picture(np.repeat(_deep_gray(img)[..., None], 3, axis=-1))
+    deep = not _holds_8_bits(img, np.asarray(img))
+    return Picture(np.repeat(_deep_gray(img)[..., None], 3, axis=-1),
+                   bit_depth=16 if deep else 8)
   if has_alpha(img):
     rgba = np.asarray(img.convert('RGBA'))
     return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy())
@@ -327,8 +337,18 @@ def check_png_compress_level(level: int) -> None:
     raise ValueError(f'PNG compression level must be 0..9, got {level!r}')
 
 
+def to_uint16(x: np.ndarray) -> np.ndarray:
+  """Float in [0, 1] -> uint16, rounded and clipped; uint8 is scaled exactly (x 257)."""
+  x = np.asarray(x)
+  if x.dtype == np.uint16:
+    return x
+  if x.dtype == np.uint8:
+    return x.astype(np.uint16) * 257
+  return np.clip(np.rint(x.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
+
+
 def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None,
-             compress_level: int = PNG_COMPRESS_LEVEL) -> None:
+             compress_level: int = PNG_COMPRESS_LEVEL, bit_depth: int = 8) -> None:
   """Writes an image as PNG, creating its folder; readers never see half a file.
 
   The PNG is written to a hidden temporary file in the same folder and renamed
@@ -337,23 +357,35 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   Args:
     rgb: uint8 [H, W, 3], or float [H, W, 3] in [0, 1].
     path: the destination.
-    alpha: optional [H, W]: uint8, uint16 (scaled to 8 bits) or float in [0, 1].
+    alpha: optional [H, W]: uint8, uint16 or float in [0, 1] (scaled to bit_depth).
     compress_level: zlib level 0 (none, fastest) to 9 (smallest); the pixels are
       the same at every level.
+    bit_depth: 8, or 16 (48-bit RGB / 64-bit RGBA, written with pypng: Pillow writes
+      no 16-bit colour PNGs), e.g. for what is colorized from a 16-bit gray scan.
 
   Raises:
-    ValueError: compress_level outside 0..9.
+    ValueError: compress_level outside 0..9, or bit_depth not 8 or 16.
   """
   check_png_compress_level(compress_level)
-  rgb = to_uint8(rgb)
-  if alpha is not None:
-    if alpha.dtype == np.uint16:
-      alpha = ((alpha.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    else:
-      alpha = to_uint8(alpha)
-    image = Image.fromarray(np.dstack([rgb, alpha]))
+  if bit_depth not in (8, 16):
+    raise ValueError(f'PNG bit depth must be 8 or 16, got {bit_depth!r}')
+  if bit_depth == 16:
+    pixels = to_uint16(rgb) if alpha is None else np.dstack([to_uint16(rgb), to_uint16(alpha)])
+    height, width, channels = pixels.shape
+    writer = png.Writer(width, height, greyscale=False, alpha=channels == 4, bitdepth=16,
+                        compression=compress_level)
+    encode = lambda f: writer.write_array(f, pixels.reshape(-1))  # noqa: E731
   else:
-    image = Image.fromarray(rgb)
+    rgb = to_uint8(rgb)
+    if alpha is not None:
+      if alpha.dtype == np.uint16:
+        alpha = ((alpha.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+      else:
+        alpha = to_uint8(alpha)
+      image = Image.fromarray(np.dstack([rgb, alpha]))
+    else:
+      image = Image.fromarray(rgb)
+    encode = lambda f: image.save(f, format='PNG', compress_level=compress_level)  # noqa: E731
   path = os.fspath(path)
   folder, name = os.path.split(path)
   os.makedirs(folder or '.', exist_ok=True)
@@ -361,7 +393,7 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   tmp = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:12]}.tmp')
   try:
     with open(tmp, 'xb') as f:
-      image.save(f, format='PNG', compress_level=compress_level)
+      encode(f)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

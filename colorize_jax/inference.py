@@ -43,7 +43,9 @@ EXIF orientation is applied (the output is upright as displayed); gray,
 palette, CMYK and colour images are turned into their CIELAB lightness (colour
 inputs are colorized as their gray version); 16-bit gray is read at full
 precision; alpha is kept and copied into the output unchanged. Outputs are
-8-bit RGB (or RGBA) PNG, written atomically by `images.save_png`.
+RGB (or RGBA) PNG, written atomically by `images.save_png`: 16 bits per channel for
+16-bit, 32-bit integer and float gray files (archival scans keep their tonal
+precision), 8 for the rest.
 
 Pixel-wise conversions at full resolution run as jitted functions over fixed-
 size chunks of flattened pixels, so images of every size share three compiled
@@ -599,18 +601,19 @@ class Colorizer:
     groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
 
     def read(job):
-      """(job, error, alpha, (L, render-size L, placement)); only L and alpha are kept."""
+      """(job, error, (alpha, bit depth), (L, render-size L, placement)); only L, alpha
+      and the bit depth are kept."""
       try:
         picture = images.load_picture(job.source)
       except images.UnreadableImage as e:
         return job, str(e), None, None
-      return job, None, picture.alpha, self._prepare(picture)
+      return job, None, (picture.alpha, picture.bit_depth), self._prepare(picture)
 
     def write(item):
-      (job, _, alpha, (l, _, placement)), ab_small = item
+      (job, _, (alpha, bit_depth), (l, _, placement)), ab_small = item
       try:
         images.save_png(self._finish(l, ab_small, placement, saturation), job.destination,
-                        alpha, compress_level=png_compress_level)
+                        alpha, compress_level=png_compress_level, bit_depth=bit_depth)
       except OSError as e:
         return job, f'{job.destination}: cannot write: {e}'
       return job, None

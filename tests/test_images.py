@@ -170,3 +170,41 @@ def test_png_compression_level_changes_the_size_never_the_pixels(tmp_path):
   with pytest.raises(ValueError, match='0..9'):
     images.save_png(rgb, tmp_path / 'x.png', compress_level=10)
   assert not (tmp_path / 'x.png').exists()
+
+
+@pytest.mark.parametrize('mode,values,depth', [
+    ('I;16', np.array([[0, 300], [40000, 65535]]), 16),
+    ('I', np.array([[0, 70000], [3, 9]]), 16),
+    ('I', np.array([[0, 255], [3, 9]]), 8),     # Pillow's convert('I') of an 8-bit image
+    ('F', np.array([[0.0, 0.5], [0.25, 1.0]]), 16),
+    ('L', np.array([[0, 255], [3, 9]]), 8),
+])
+def test_picture_bit_depth_says_whether_the_file_had_more_than_8_bits(tmp_path, mode, values,
+                                                                      depth):
+  """Deep gray files (16/32-bit integer, float) decode with bit_depth 16, 8-bit data
+  (including 'I' that holds 0..255) with 8, so that what is written from them keeps or
+  does not invent precision."""
+  dtype = {'I;16': np.uint16, 'I': np.int32, 'F': np.float32, 'L': np.uint8}[mode]
+  img = Image.fromarray(values.astype(dtype))
+  assert img.mode == mode
+  assert images.picture_from_pil(img).bit_depth == depth
+
+
+def test_save_png_16_bit_keeps_every_value(tmp_path):
+  """bit_depth=16 writes 48-bit RGB (64-bit with alpha) PNGs holding the float input rounded
+  to 1/65535 and a uint16 alpha unchanged; other depths are refused."""
+  import png  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  rgb = rng.random((5, 7, 3)).astype(np.float32)
+  alpha = rng.integers(0, 65536, (5, 7)).astype(np.uint16)
+  for name, a, planes in (('rgb.png', None, 3), ('rgba.png', alpha, 4)):
+    images.save_png(rgb, tmp_path / name, a, bit_depth=16)
+    w, h, rows, info = png.Reader(filename=str(tmp_path / name)).read_flat()
+    got = np.asarray(rows).reshape(h, w, info['planes'])
+    assert (info['bitdepth'], info['planes']) == (16, planes)
+    np.testing.assert_array_equal(got[..., :3], np.rint(rgb.astype(np.float64) * 65535))
+    if a is not None:
+      np.testing.assert_array_equal(got[..., 3], alpha)
+  assert sorted(os.listdir(tmp_path)) == ['rgb.png', 'rgba.png']   # no temporary left
+  with pytest.raises(ValueError, match='bit depth'):
+    images.save_png(rgb, tmp_path / 'x.png', bit_depth=12)

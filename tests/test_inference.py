@@ -523,3 +523,31 @@ def test_launch_colorize_smoke_on_four_devices(workdir, moderate, tmp_path):
     with Image.open(tmp_path / 'out' / f'p{i}.png') as img:
       got = np.asarray(img)
     assert np.abs(got.astype(int) - np.asarray(want).astype(int)).max() <= 1
+
+
+def test_deep_gray_scans_come_out_as_16_bit_pngs(moderate, tmp_path):
+  """A 16-bit gray scan is written as a 16-bit-per-channel PNG holding what the API gives
+  for the same uint16 array (its tonal steps, finer than 8 bits, are kept); an 8-bit gray
+  file still gives an 8-bit PNG."""
+  import png  # pylint: disable=g-import-not-at-top
+  height, width = 40, 56
+  ramp = np.linspace(1000, 60000, width)[None, :] + 7 * np.arange(height)[:, None]
+  gray16 = np.rint(ramp).astype(np.uint16)
+  (tmp_path / 'in').mkdir()
+  Image.fromarray(gray16).save(tmp_path / 'in' / 'scan16.png')
+  Image.fromarray((gray16 // 257).astype(np.uint8)).save(tmp_path / 'in' / 'scan8.png')
+  jobs, _ = inference.plan_jobs([str(tmp_path / 'in')], str(tmp_path / 'out'))
+  summary = moderate.colorize_files(jobs, progress=False)
+  assert not summary.failed and len(summary.written) == 2
+
+  def read(name):
+    w, h, rows, info = png.Reader(filename=str(tmp_path / 'out' / name)).read_flat()
+    return np.asarray(rows).reshape(h, w, info['planes']), info['bitdepth']
+
+  out16, depth16 = read('scan16.png')
+  out8, depth8 = read('scan8.png')
+  assert (depth16, depth8) == (16, 8)
+  want = moderate.colorize(gray16)
+  assert want.dtype == np.uint16 and out16.shape == want.shape
+  assert np.abs(out16.astype(np.int64) - want).max() <= 1
+  assert len(np.unique(out16[..., 1])) > 256   # more steps than 8 bits could hold
