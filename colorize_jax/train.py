@@ -223,6 +223,12 @@ def state_step(state: steps.GANState) -> int:
   return int(parallel.fetch(state.step))
 
 
+# A mean binary cross-entropy above this means patch logits confidently wrong by ~e^50:
+# a diverged run (a healthy one stays near 0.3-1.5), which can go on for long without a
+# NaN (learning rate 1e6 gave losses ~1e13), so it is said in the log.
+DIVERGED_BCE = 50.0
+
+
 def _log_train_metrics(writer, step: int, sums: dict[str, Any], count: int) -> dict[str, float]:
   means = {k: float(v) / count for k, v in parallel.fetch(sums).items()}
   if means.pop('nonfinite') > 0 or not all(np.isfinite(v) for v in means.values()):
@@ -232,6 +238,12 @@ def _log_train_metrics(writer, step: int, sums: dict[str, Any], count: int) -> d
         'checkpoints, if it has any, hold its last good states. Lower the learning rates '
         '(optim.*) or check the data; running the same command resumes from the latest '
         'checkpoint (delete later ones under checkpoints/ to resume from an earlier one).')
+  diverged = {k: means[k] for k in ('d_loss', 'g_adversarial') if means[k] > DIVERGED_BCE}
+  if diverged:
+    logging.warning('Training looks diverged at step %d: %s (binary cross-entropies a '
+                    'healthy run keeps near 0.3-1.5). Lower the learning rates (optim.*) or '
+                    'resume from an earlier checkpoint.', step,
+                    ', '.join(f'{k} {v:.3g}' for k, v in diverged.items()))
   writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
   return means
 

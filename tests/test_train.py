@@ -231,3 +231,31 @@ def test_an_unknown_config_field_is_a_clear_flag_error(photos, tmp_path):
   assert result.returncode == 1
   assert 'Did you mean "batch_size"' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+class _Scalars:
+  def __init__(self):
+    self.written = []
+
+  def write_scalars(self, step, scalars):
+    self.written.append((step, scalars))
+
+
+@pytest.mark.parametrize('d_loss,g_adversarial,warned', [
+    (0.7, 1.2, False), (3e12, 0.5, True), (0.5, 80.0, True)])
+def test_a_diverged_run_is_said_in_the_log(caplog, d_loss, g_adversarial, warned):
+  """Finite but exploding adversarial losses (a learning rate 1e6 gives ~1e13 without a
+  NaN) are logged as a divergence with the step and the losses; healthy ones are not.
+  The metrics are written either way."""
+  import logging  # pylint: disable=g-import-not-at-top
+  count = 4
+  sums = {k: np.float32(v * count) for k, v in
+          {'d_loss': d_loss, 'g_adversarial': g_adversarial, 'g_l1': 0.2, 'nonfinite': 0.0}.items()}
+  writer = _Scalars()
+  with caplog.at_level(logging.WARNING):
+    means = train._log_train_metrics(writer, 100, sums, count)
+  said = [r.getMessage() for r in caplog.records if 'diverged' in r.getMessage()]
+  assert bool(said) == warned
+  if warned:
+    assert 'step 100' in said[0] and ('d_loss' in said[0]) == (d_loss > 50)
+  assert writer.written == [(100, {f'train/{k}': v for k, v in means.items()})]
