@@ -30,6 +30,7 @@ import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -155,6 +156,88 @@ def bench_infer(programs: _Programs, num_steps: int, warmup: int) -> dict[str, A
           'prepare_s': round(prepare_s, 2)}
 
 
+_CONV_LAYERS = (layers.Conv4x4S2, layers.ConvTranspose4x4S2, layers.Conv4x4S1)
+
+
+def conv_layers(gan: steps.GAN, size: int, batch_size: int) -> list[dict[str, Any]]:
+  """Every 4x4 conv layer the train step runs: [{'net', 'layer', 'op', 'x_shape',
+  'kernel_shape', 'dtype'}] in call order (the discriminator's once), found by tracing
+  the nets' shapes (nothing is computed)."""
+  found = []
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, _CONV_LAYERS) and context.method_name == '__call__':
+      x = args[0]
+      found.append({'layer': module.name, 'op': module.op, 'x_shape': tuple(x.shape),
+                    'kernel_shape': (layers.KERNEL_SIZE, layers.KERNEL_SIZE, x.shape[-1],
+                                     module.features),
+                    'dtype': str(jax.numpy.dtype(module.dtype or x.dtype))})
+    return next_fun(*args, **kwargs)
+
+  l_norm = jax.ShapeDtypeStruct((batch_size, size, size, 1), np.float32)
+  ab_norm = jax.ShapeDtypeStruct((batch_size, size, size, 2), np.float32)
+  rng = jax.random.PRNGKey(0)
+  for net, module, inputs in (('generator', gan.generator, (l_norm,)),
+                              ('discriminator', gan.discriminator, (l_norm, ab_norm))):
+    start = len(found)
+    with nn.intercept_methods(record):
+      jax.eval_shape(functools.partial(module.init, train=False), rng, *inputs)
+    for entry in found[start:]:
+      entry['net'] = net
+  return found
+
+
+def bench_layers(gan: steps.GAN, size: int, batch_size: int, repeats: int = 7,
+                 warmup: int = 1) -> list[dict[str, Any]]:
+  """Forward pass, input gradient and kernel gradient of every formulation of every conv
+  layer, timed interleaved (median of `repeats` rounds, in ms), beside the plan 'fast'
+  uses: where another formulation is faster on this machine, the plan rules in `layers`
+  (measured on other CPUs) may want re-measuring. One record per layer.
+
+  These are layers alone: inside the whole program XLA fuses their padding and layout
+  copies with their neighbours and runs independent ops side by side, so confirm a
+  change with the 'train' and 'infer' parts (e.g. Winograd's discriminator layer: alone,
+  its forward pass and kernel gradient ran 0.83-0.88x as fast as Eigen's convolution on
+  a Zen 4 CPU, yet it made the whole train step 1.12x faster there).
+  """
+  rng = np.random.default_rng(0)
+  options = layers.xla_cpu_compiler_options(os.environ.get('XLA_FLAGS', ''))
+  records = []
+  for entry in conv_layers(gan, size, batch_size):
+    op, dtype = entry['op'], jax.numpy.dtype(entry['dtype'])
+    x = jax.numpy.asarray(rng.standard_normal(entry['x_shape']), dtype)
+    kernel = jax.numpy.asarray(rng.standard_normal(entry['kernel_shape']) * 0.05, dtype)
+    # Not the lhs-dilated 'plain' transposed conv: 30x slower than the rest (layers).
+    forms = {name: f for name, f in layers.formulations(op).items() if (op, name) != ('t', 'plain')}
+    y_shape = jax.eval_shape(layers.formulations(op)['plain'], x, kernel).shape
+    g = jax.numpy.asarray(rng.standard_normal(y_shape), dtype)
+    plan = layers.plan_for(op, x.shape, kernel.shape, dtype)
+    programs = {}
+    for name, f in forms.items():
+      programs[('fwd', name)] = lambda x, k, g, f=f: f(x, k)
+      programs[('dx', name)] = lambda x, k, g, f=f: jax.vjp(lambda x_: f(x_, k), x)[1](g)[0]
+      programs[('dw', name)] = lambda x, k, g, f=f: jax.vjp(lambda k_: f(x, k_), k)[1](g)[0]
+    compiled = {key: jax.jit(fn, compiler_options=options).lower(x, kernel, g).compile()
+                for key, fn in programs.items()}
+    times = {key: [] for key in compiled}
+    for round_ in range(warmup + repeats):
+      for key, fn in compiled.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(x, kernel, g))
+        if round_ >= warmup:
+          times[key].append(time.perf_counter() - start)
+    record = {'what': 'layer', **entry, 'x_shape': list(entry['x_shape']),
+              'kernel_shape': list(entry['kernel_shape']), 'plan': list(plan)}
+    for part, chosen in zip(('fwd', 'dx', 'dw'), plan):
+      ms = {name: _sig(statistics.median(times[part, name]) * 1e3) for name in forms}
+      record[f'{part}_ms'] = ms
+      record[f'{part}_fastest'] = min(ms, key=ms.get)
+      record[f'{part}_plan_over_fastest'] = _sig(ms[chosen] / min(ms.values()), 3)
+    records.append(record)
+  return records
+
+
 def bench_photo(gan: steps.GAN, generator: steps.NetState, image_size: int, repeats: int = 3,
                 shape: tuple[int, int] = TWELVE_MEGAPIXELS) -> dict[str, Any]:
   """Seconds to colorize one JPEG file of `shape` (H, W; 12 MP) into a PNG, end to end.
@@ -274,8 +357,9 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
     config: an experiment config; image_size, batch_size and model.* set the model.
     num_steps: timed train steps (inference gets twice as many).
     warmup: untimed calls before timing.
-    parts: any of 'train', 'infer', 'photo', 'pipeline', 'peak', run in the order
-      given. 'peak' is the device's matmul and copy ceilings (`bench_peak`), to read the
+    parts: any of 'train', 'infer', 'photo', 'pipeline', 'peak', 'layers', run in
+      the order given ('layers', one record per conv layer, `bench_layers`, runs only
+      when asked for). 'peak' is the device's matmul and copy ceilings (`bench_peak`), to read the
       records' achieved GFLOP/s against; it comes last by default because its big
       buffers would count in the device-memory peak of any part after it.
     out_path: a JSONL file the records are appended to.
@@ -300,6 +384,7 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
             if jax.default_backend() == 'cpu' else {},
             'time': time.strftime('%FT%T')}
   benches = {'peak': bench_peak,
+             'layers': lambda: bench_layers(gan, config.image_size, config.batch_size),
              'train': lambda: bench_train(programs(), num_steps, warmup),
              'infer': lambda: bench_infer(programs(), num_steps, warmup),
              'photo': lambda: bench_photo(gan, programs().new_state().generator,
@@ -322,15 +407,16 @@ def run(config: ml_collections.ConfigDict, *, num_steps: int = 10, warmup: int =
       print(f'error: benchmark part {part!r} failed, going on: {errors[part]}',
             file=sys.stderr, flush=True)
       continue
-    record = {**result, **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
-    device_mb = device_peak_mb()
-    if device_mb is not None:
-      record['device_peak_mb'] = round(device_mb, 1)
-    records.append(record)
-    print(json.dumps(record), flush=True)
-    if out_path:
-      with open(out_path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+    for one in result if isinstance(result, list) else [result]:
+      record = {**one, **common, 'peak_rss_mb': round(peak_rss_mb(), 1)}
+      device_mb = device_peak_mb()
+      if device_mb is not None:
+        record['device_peak_mb'] = round(device_mb, 1)
+      records.append(record)
+      print(json.dumps(record), flush=True)
+      if out_path:
+        with open(out_path, 'a') as f:
+          f.write(json.dumps(record) + '\n')
   if errors:
     raise PartsFailed(errors, records)
   return records

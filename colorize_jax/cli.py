@@ -327,7 +327,8 @@ def bench(flags, args) -> int:
   parser.add_argument('--warmup', type=_non_negative, default=2,
                       help='untimed calls before timing')
   parser.add_argument('--parts', default='train,infer,photo,pipeline,peak',
-                      help='comma-separated subset of train,infer,photo,pipeline,peak')
+                      help='comma-separated subset of train,infer,photo,pipeline,peak, '
+                      'or layers (each conv layer\'s formulations timed, not by default)')
   opts = parser.parse_args(args)
   _require(flags, 'config')
   if opts.out is not None:

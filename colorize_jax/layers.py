@@ -354,6 +354,13 @@ def conv4x4_s1_plan(h: int, cin: int, cout: int, dtype: Any = jnp.float32) -> Pl
   return Plan('plain', 'plain', 'plain')
 
 
+def formulations(op: str) -> dict[str, Callable]:
+  """Name -> f(x, kernel) of every formulation of `op` ('s2', 't' or 's1'), 'plain' first."""
+  if op not in _TABLES:
+    raise ValueError(f'op must be one of {tuple(_TABLES)}, got {op!r}')
+  return dict(_TABLES[op])
+
+
 def _check_input(op: str, x: jnp.ndarray) -> None:
   if op == 's2' and (x.shape[1] % 2 or x.shape[2] % 2):
     raise ValueError(f'conv4x4_s2 needs even height and width, got {x.shape}')

@@ -146,3 +146,25 @@ def test_gpu_script_keeps_to_its_budget_survives_failed_steps_and_prints_its_tab
   assert '== skip ours float32 fast b4 train,infer' in done.stdout
   assert '== torch eager b4: rc=1' in done.stdout
   assert "peak: {'f32_matmul_tflops'" in done.stdout
+
+
+def test_layers_part_times_every_formulation_of_every_conv_layer(config):
+  """`--parts layers` gives one record per conv layer the train step runs (the U-Net's
+  2 log2(S) layers, then the PatchGAN's), found by tracing the nets, each with the
+  forward, input-gradient and kernel-gradient time of every formulation of its op, the
+  plan 'fast' runs and how much slower than the fastest that plan is (>= 1)."""
+  from colorize_jax import layers  # pylint: disable=g-import-not-at-top
+  records = bench.run(config, parts=('layers',))
+  depth = (config.image_size - 1).bit_length()
+  assert [r['net'] for r in records] == ['generator'] * 2 * depth + ['discriminator'] * 4
+  assert [r['op'] for r in records] == (['s2'] * depth + ['t'] * depth + ['s2', 's2', 's1', 's1'])
+  assert records[depth]['x_shape'][1:3] == [1, 1]       # the bottleneck feeds the decoder
+  assert records[2 * depth - 1]['kernel_shape'][3] == 2  # the ab output layer
+  for r in records:
+    names = set(layers.formulations(r['op'])) - ({'plain'} if r['op'] == 't' else set())
+    assert r['plan'] == list(layers.plan_for(r['op'], r['x_shape'], r['kernel_shape']))
+    for part, chosen in zip(('fwd', 'dx', 'dw'), r['plan']):
+      assert set(r[f'{part}_ms']) == names and min(r[f'{part}_ms'].values()) > 0
+      assert r[f'{part}_fastest'] == min(r[f'{part}_ms'], key=r[f'{part}_ms'].get)
+      assert r[f'{part}_plan_over_fastest'] == pytest.approx(
+          r[f'{part}_ms'][chosen] / min(r[f'{part}_ms'].values()), rel=1e-2)
