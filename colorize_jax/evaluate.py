@@ -234,14 +234,11 @@ def folder_data(folder: str, max_images: int | None = None) -> EvalData:
   counted; each image is resized and centre-cropped as validation images are.
 
   Raises:
-    FileNotFoundError: the folder does not exist (when built: ValueError if it
-      holds no usable photo).
+    FileNotFoundError: the folder does not exist; ValueError: it is a file (when
+      built: if it holds no usable photo).
   """
   root = os.path.abspath(os.path.expanduser(folder))
-  if os.path.exists(root) and not os.path.isdir(root):
-    raise ValueError(f'--data must be a folder of colour photos; {folder} is a file')
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f'--data folder not found: {folder}')
+  files.check_folder(root, 'The --data folder of colour photos')
   key = {'folder': root, 'files': _folder_signature(root), 'max_images': max_images}
 
   def build():

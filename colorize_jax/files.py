@@ -1,5 +1,6 @@
-"""Guards on the folders the tools write to: that files can be made there, and that
-no other process is using one (a training's workdir, a served Turing study)."""
+"""Guards on the folders the tools read and write: that a folder is one, that files can
+be made there, and that no other process is using one (a training's workdir, a served
+Turing study)."""
 
 import contextlib
 import fcntl
@@ -10,6 +11,19 @@ from typing import Iterator
 
 class Busy(Exception):
   """Another process holds the lock."""
+
+
+def check_folder(path: str | os.PathLike, what: str) -> None:
+  """Checks that `path` is an existing folder (of photos to read, say).
+
+  Raises:
+    ValueError: it is a file (so not "not found": it is there).
+    FileNotFoundError: nothing is there.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f'{what} must be a folder; {os.fspath(path)!r} is a file.')
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'{what} not found: {os.fspath(path)!r}.')
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:

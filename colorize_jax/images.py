@@ -116,16 +116,17 @@ def has_alpha(img: Image.Image) -> bool:
                                       img.mode in ('P', 'L', 'RGB'))
 
 
-def _deep_gray(img: Image.Image) -> np.ndarray:
-  """A 16/32-bit integer or float gray image -> float32 [H, W] in [0, 1], full precision.
+def _deep_gray(img: Image.Image) -> tuple[np.ndarray, int]:
+  """A 16/32-bit integer or float gray image -> (float32 [H, W] in [0, 1] at full
+  precision, the bit depth worth writing it back at: 8 or 16).
 
   16-bit values are on a 0..65535 scale, float values on 0..1 if none exceeds 1 and
   0..255 otherwise, 32-bit integer ('I') values on 0..255 if none exceeds 255
-  (Pillow's convert('I') of an 8-bit image) and 0..65535 otherwise.
+  (Pillow's convert('I') of an 8-bit image: 8 bits deep) and 0..65535 otherwise.
   """
   arr = np.asarray(img, dtype=np.float64)
-  if _holds_8_bits(img, arr):
-    return (arr / 255.0).astype(np.float32)
+  if img.mode == 'I' and arr.size and 0 <= arr.min() and arr.max() <= 255:
+    return (arr / 255.0).astype(np.float32), 8
   if img.mode == 'F':
     if not np.isfinite(arr).all():
       # One NaN would make max() NaN and the scale below wrong for every pixel.
@@ -133,12 +134,7 @@ def _deep_gray(img: Image.Image) -> np.ndarray:
     arr = arr if arr.size and arr.max() <= 1.0 else arr / 255.0
   else:
     arr = arr / 65535.0
-  return np.clip(arr, 0.0, 1.0).astype(np.float32)
-
-
-def _holds_8_bits(img: Image.Image, arr: np.ndarray) -> bool:
-  # 32-bit 'I' holding 0..255 is what Pillow's convert('I') of an 8-bit image gives.
-  return img.mode == 'I' and arr.size > 0 and 0 <= arr.min() and arr.max() <= 255
+  return np.clip(arr, 0.0, 1.0).astype(np.float32), 16
 
 
 def _gray_to_rgb8(gray: np.ndarray) -> np.ndarray:
@@ -155,7 +151,7 @@ def to_rgb8_image(img: Image.Image) -> Image.Image:
   """
   img = _unpremultiplied(img)
   if img.mode in _DEEP_GRAY_MODES:
-    return Image.fromarray(_gray_to_rgb8(_deep_gray(img)))
+    return Image.fromarray(_gray_to_rgb8(_deep_gray(img)[0]))
   if has_alpha(img):
     rgba = img.convert('RGBA')
     white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
@@ -178,9 +174,8 @@ def picture_from_pil(img: Image.Image) -> Picture:
   """
   img = _unpremultiplied(ImageOps.exif_transpose(img))
   if img.mode in _DEEP_GRAY_MODES:
-    deep = not _holds_8_bits(img, np.asarray(img))
-    return Picture(np.repeat(_deep_gray(img)[..., None], 3, axis=-1),
-                   bit_depth=16 if deep else 8)
+    gray, bit_depth = _deep_gray(img)
+    return Picture(np.repeat(gray[..., None], 3, axis=-1), bit_depth=bit_depth)
   if has_alpha(img):
     rgba = np.asarray(img.convert('RGBA'))
     return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy())

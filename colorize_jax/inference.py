@@ -437,7 +437,7 @@ def _as_picture(image: Any) -> tuple[images.Picture,
     if out_dtype == np.uint8:
       out = images.to_uint8(rgb)
     elif out_dtype == np.uint16:
-      out = np.clip(np.rint(rgb * 65535.0), 0, 65535).astype(np.uint16)
+      out = images.to_uint16(rgb)
     else:
       out = rgb.astype(out_dtype)
     return out if pic.alpha is None else np.dstack([out, pic.alpha.astype(out.dtype)])
@@ -478,12 +478,10 @@ class Colorizer:
       raise ValueError(f'aspect must be one of {ASPECT_MODES}, got {aspect!r}')
     if upsample not in UPSAMPLE_FILTERS:
       raise ValueError(f'upsample must be one of {tuple(UPSAMPLE_FILTERS)}, got {upsample!r}')
-    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1):
+    if not _is_a(numbers.Integral, batch_size) or batch_size < 1:
       raise ValueError(f'batch_size must be an int >= 1, got {batch_size!r}')
     self.gan, self.image_size = gan, image_size
-    if render_size is not None and (isinstance(render_size, bool) or
-                                    not isinstance(render_size, numbers.Integral)):
+    if render_size is not None and not _is_a(numbers.Integral, render_size):
       raise ValueError(f'render_size must be an int, got {render_size!r}')
     self.render_size = image_size if render_size is None else int(render_size)
     self.mesh = mesh if mesh is not None else parallel.make_mesh()
@@ -688,9 +686,14 @@ def check_render_size(gan: steps.GAN, render_size: int, image_size: int) -> None
         f'{2 * multiple}; got {render_size}.')
 
 
+def _is_a(kind: type, value: Any) -> bool:
+  """Whether `value` is a number of `kind` (numbers.Integral, numbers.Real), bools not
+  counted (True would silently be 1)."""
+  return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def _check_saturation(saturation: float) -> None:
-  if (isinstance(saturation, bool) or not isinstance(saturation, numbers.Real)
-      or not (np.isfinite(saturation) and saturation >= 0)):
+  if not _is_a(numbers.Real, saturation) or not (np.isfinite(saturation) and saturation >= 0):
     raise ValueError(f'saturation must be a finite number >= 0, got {saturation!r}')
 
 

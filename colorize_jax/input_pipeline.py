@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from colorize_jax import files
 from colorize_jax import images as images_lib
 
 SPLITS = ('train', 'val')
@@ -389,10 +390,7 @@ def _folder_splits(data_config, wanted):
   if not root:
     raise ValueError("config.data.source='folder' needs config.data.folder.")
   root = os.path.expanduser(str(root))
-  if os.path.exists(root) and not os.path.isdir(root):
-    raise ValueError(f'config.data.folder must be a folder of photos; {root!r} is a file.')
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f'Image folder not found: {root!r}.')
+  files.check_folder(root, 'The image folder (config.data.folder)')
   val_fraction = float(data_config.val_fraction)
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(

@@ -179,8 +179,7 @@ def test_png_compression_level_changes_the_size_never_the_pixels(tmp_path):
     ('F', np.array([[0.0, 0.5], [0.25, 1.0]]), 16),
     ('L', np.array([[0, 255], [3, 9]]), 8),
 ])
-def test_picture_bit_depth_says_whether_the_file_had_more_than_8_bits(tmp_path, mode, values,
-                                                                      depth):
+def test_picture_bit_depth_says_whether_the_file_had_more_than_8_bits(mode, values, depth):
   """Deep gray files (16/32-bit integer, float) decode with bit_depth 16, 8-bit data
   (including 'I' that holds 0..255) with 8, so that what is written from them keeps or
   does not invent precision."""

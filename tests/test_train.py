@@ -244,8 +244,8 @@ class _Scalars:
 @pytest.mark.parametrize('d_loss,g_adversarial,warned', [
     (0.7, 1.2, False), (3e12, 0.5, True), (0.5, 80.0, True)])
 def test_a_diverged_run_is_said_in_the_log(caplog, d_loss, g_adversarial, warned):
-  """Finite but exploding adversarial losses (a learning rate 1e6 gives ~1e13 without a
-  NaN) are logged as a divergence with the step and the losses; healthy ones are not.
+  """Finite but exploding adversarial losses (learning rates of 1e6 give 1e12-3e13 without
+  a NaN) are logged as a divergence with the step and the losses; healthy ones are not.
   The metrics are written either way."""
   import logging  # pylint: disable=g-import-not-at-top
   count = 4

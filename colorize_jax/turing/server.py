@@ -391,17 +391,16 @@ def _listening_socket(host: str, port: int) -> socket.socket:
   Raises:
     OSError: naming the address, e.g. when the port is in use.
   """
+  sock = None
   try:
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
-  except OSError as e:
-    raise OSError(e.errno, f'cannot listen on {host}:{port}: {e.strerror or e}') from e
-  try:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(address)
     sock.listen(2048)   # uvicorn's backlog: a participant connecting before it starts waits
   except OSError as e:
-    sock.close()
+    if sock is not None:
+      sock.close()
     raise OSError(e.errno, f'cannot listen on {host}:{port}: {e.strerror or e}') from e
   return sock
