@@ -1,10 +1,13 @@
 """The modes of `launch.py`: each takes the parsed absl flags and positional args, returns an exit code."""
 
 import argparse
+import contextlib
 import logging as std_logging
 import math
 import os
+import signal
 import sys
+from typing import Iterator
 
 from absl import logging
 import numpy as np
@@ -123,13 +126,34 @@ def _int_in(low: int, high: int | None = None):
 _positive, _non_negative, _port = _int_in(1), _int_in(0), _int_in(0, 65535)
 
 
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[list[signal.Signals]]:
+  """Makes SIGTERM raise KeyboardInterrupt, as SIGINT does, while in the block.
+
+  Yields a list that holds the signal that came, once one has (SIGINT if empty).
+  """
+  received = []
+
+  def handle(signum, frame):
+    del frame
+    received.append(signal.Signals(signum))
+    raise KeyboardInterrupt
+
+  previous = signal.signal(signal.SIGTERM, handle)
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def colorize(flags, args) -> int:
   """`launch.py colorize --workdir RUN [--step N | --best] INPUT... --out DIR`: photos -> PNGs.
 
   Exit code: 0 all written; 1 some inputs were unreadable or missing, or their
   outputs already existed (the others are written); 2 nothing done (bad options,
   no checkpoint, no inputs, an --out that cannot be written, --out would overwrite
-  an input, or every output already exists).
+  an input, or every output already exists); 128 + signal number when stopped by
+  SIGINT / SIGTERM (what was written is complete: a rerun finishes the rest).
   """
   parser = argparse.ArgumentParser(
       prog='launch.py colorize --workdir RUN',
@@ -140,7 +164,7 @@ def colorize(flags, args) -> int:
       epilog='Exit status: 0 all written; 1 some inputs unreadable or missing, or their outputs '
       'already there (the rest are written); 2 nothing done (bad options, no checkpoint, no '
       'inputs, an --out that cannot be written, --out would overwrite an input, or every '
-      'output already exists).')
+      'output already exists); 130 / 143 stopped by SIGINT / SIGTERM (rerun to finish).')
   parser.add_argument('inputs', nargs='+', metavar='INPUT', help='files, folders, globs')
   parser.add_argument('--out', required=True, help='output folder')
   _step_options(parser)
@@ -182,8 +206,10 @@ def colorize(flags, args) -> int:
     print('error: no input images found', file=sys.stderr)
     return EXIT_USAGE
   try:
+    # The checkpoint is checked before --out is made: a wrong --workdir leaves nothing behind.
+    inference.resolve_step(flags.workdir, 'best' if opts.best else opts.step)
     files.check_writable(opts.out, 'the colorized images (--out)')
-  except ValueError as e:
+  except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   exists = [not opts.overwrite and os.path.lexists(job.destination) for job in jobs]
@@ -205,8 +231,16 @@ def colorize(flags, args) -> int:
     return EXIT_USAGE
   logging.info('Colorizing %d images with step %d of %s at %dx%d.', len(jobs), colorizer.step,
                colorizer.workdir, colorizer.render_size, colorizer.render_size)
-  summary = colorizer.colorize_files(jobs, opts.saturation, progress=not opts.no_progress,
-                                     png_compress_level=opts.png_compression)
+  try:
+    with _signals_as_interrupts() as received:
+      summary = colorizer.colorize_files(jobs, opts.saturation, progress=not opts.no_progress,
+                                         png_compress_level=opts.png_compression)
+  except KeyboardInterrupt:
+    # Every PNG appears whole or not at all (images.save_png), so a rerun can skip them.
+    stop = (received or [signal.SIGINT])[0]
+    print(f'interrupted by {stop.name}: the images in {opts.out} are complete; rerun the '
+          'same command to colorize the rest (outputs already there are kept)', file=sys.stderr)
+    return 128 + stop.value
   for source, reason in summary.failed:
     print(f'skipped: {reason}', file=sys.stderr)
   failed = len(summary.failed) + len(missing)

@@ -9,9 +9,11 @@ Decoding shows an image as it is meant to be seen, whatever its mode:
 
 * EXIF orientation is applied (the result is upright as displayed);
 * palette, gray, CMYK and colour images become RGB (gray replicated);
-* 16-bit and 32-bit integer gray is scaled by 1/65535 and float gray ('F') is
-  taken as [0, 1] if it fits there, else as [0, 255] (Pillow's own conversion
-  would clip them at 255); 16-bit colour arrives from Pillow as 8 bits already;
+* 16-bit and 32-bit integer gray is scaled by 1/65535; float gray ('F') is taken
+  as [0, 1] if it fits there, or as 8- or 16-bit counts stored as floats (whole
+  numbers up to 255 or 65535), and refused otherwise rather than guessed at
+  (Pillow's own conversion would clip it at 255); 16-bit colour arrives from
+  Pillow as 8 bits already;
 * transparency (RGBA, LA, PA, or a palette / gray / RGB transparency colour) is
   either kept as a separate alpha channel (`load_picture`) or composited over
   white (`load_rgb8`), so that transparent regions are a known colour instead of
@@ -51,7 +53,8 @@ THUMB_SIZE = 32
 _DEEP_GRAY_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
 _ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
 
-Source = str | os.PathLike | bytes
+Source = str | os.PathLike | bytes | bytearray | memoryview
+_BYTES = (bytes, bytearray, memoryview)
 
 
 class UnreadableImage(ValueError):
@@ -73,13 +76,23 @@ def list_images(root: str | os.PathLike, skip: str | None = None) -> list[str]:
   Returns:
     Paths `os.path.join(root, ...)` of the files whose names end in one of
     `IMAGE_EXTENSIONS` (any case); hidden files and folders (name starting with
-    '.') are left out.
+    '.') are left out. A folder reached twice through links (a link to itself or
+    to a folder above it) is listed once, at the first path the walk reaches.
   """
   root = os.fspath(root)
   found = []
+  # Following links, a link to a folder above it would be walked without end.
+  visited = {os.path.realpath(root)}
+
+  def keep(dirpath: str, name: str) -> bool:
+    real = os.path.realpath(os.path.join(dirpath, name))
+    if name.startswith('.') or real == skip or real in visited:
+      return False
+    visited.add(real)
+    return True
+
   for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.') and (
-        skip is None or os.path.realpath(os.path.join(dirpath, d)) != skip))
+    dirnames[:] = [d for d in sorted(dirnames) if keep(dirpath, d)]
     found.extend(os.path.join(dirpath, name) for name in filenames
                  if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS))
   return sorted(found)
@@ -120,21 +133,29 @@ def _deep_gray(img: Image.Image) -> tuple[np.ndarray, int]:
   """A 16/32-bit integer or float gray image -> (float32 [H, W] in [0, 1] at full
   precision, the bit depth worth writing it back at: 8 or 16).
 
-  16-bit values are on a 0..65535 scale, float values on 0..1 if none exceeds 1 and
-  0..255 otherwise, 32-bit integer ('I') values on 0..255 if none exceeds 255
-  (Pillow's convert('I') of an 8-bit image: 8 bits deep) and 0..65535 otherwise.
+  16-bit values are on a 0..65535 scale, 32-bit integer ('I') values on 0..255 if
+  none exceeds 255 (Pillow's convert('I') of an 8-bit image: 8 bits deep) and
+  0..65535 otherwise. Float values are on 0..1 if they all lie there; whole numbers
+  up to 255 or 65535 are 8- or 16-bit counts stored as floats; anything else
+  (values a little over 1, negative ones, fractions above 1) has no scale one can
+  tell, and a wrong guess would turn the photo black or white: ValueError.
   """
   arr = np.asarray(img, dtype=np.float64)
   if img.mode == 'I' and arr.size and 0 <= arr.min() and arr.max() <= 255:
     return (arr / 255.0).astype(np.float32), 8
-  if img.mode == 'F':
-    if not np.isfinite(arr).all():
-      # One NaN would make max() NaN and the scale below wrong for every pixel.
-      raise ValueError(f'{np.count_nonzero(~np.isfinite(arr))} pixels are NaN or infinite')
-    arr = arr if arr.size and arr.max() <= 1.0 else arr / 255.0
-  else:
-    arr = arr / 65535.0
-  return np.clip(arr, 0.0, 1.0).astype(np.float32), 16
+  if img.mode != 'F':
+    return np.clip(arr / 65535.0, 0.0, 1.0).astype(np.float32), 16
+  if not np.isfinite(arr).all():
+    raise ValueError(f'{np.count_nonzero(~np.isfinite(arr))} pixels are NaN or infinite')
+  lo, hi = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
+  if lo >= 0 and hi <= 1:
+    return arr.astype(np.float32), 16
+  if lo >= 0 and hi <= 65535 and np.array_equal(arr, np.round(arr)):
+    scale = 255.0 if hi <= 255 else 65535.0
+    return (arr / scale).astype(np.float32), 8 if scale == 255 else 16
+  raise ValueError(f'float pixel values in [{lo:.6g}, {hi:.6g}]: neither 0..1 nor whole '
+                   '8- or 16-bit counts, so their scale is unknown; save the scan as a 16-bit '
+                   'integer image, or as float scaled to 0..1')
 
 
 def _gray_to_rgb8(gray: np.ndarray) -> np.ndarray:
@@ -183,7 +204,13 @@ def picture_from_pil(img: Image.Image) -> Picture:
 
 
 def _name(source: Source) -> str:
-  return f'<{len(source)} bytes>' if isinstance(source, bytes) else os.fspath(source)
+  if isinstance(source, _BYTES):
+    return f'<{memoryview(source).nbytes} bytes>'
+  return os.fspath(source)
+
+
+def _open(source: Source) -> Image.Image:
+  return Image.open(io.BytesIO(source) if isinstance(source, _BYTES) else source)
 
 
 def _decode(source: Source, decode: Callable[[Image.Image], Any]) -> Any:
@@ -193,7 +220,7 @@ def _decode(source: Source, decode: Callable[[Image.Image], Any]) -> Any:
     UnreadableImage: missing, not an image, truncated or otherwise broken.
   """
   try:
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    with _open(source) as img:
       img.load()
       return decode(img)
   except Exception as e:  # pylint: disable=broad-except
@@ -294,7 +321,7 @@ def check(source: Source,
     `inspect` returned (None without it) or, for 'corrupt', the reason.
   """
   try:
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    with _open(source) as img:
       if img.format == 'JPEG':
         img.draft(img.mode if img.mode in ('RGB', 'L') else None, (THUMB_SIZE, THUMB_SIZE))
       img.load()
@@ -324,6 +351,7 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 # zlib level; Pillow's default. Level 1 encoded a smooth 12 MP photo 3.5x as fast (3.2 -> 0.9 s)
 # into a file 40-60% larger.
 PNG_COMPRESS_LEVEL = 6
+_MAX_NAME_BYTES = 255   # a file name's limit on Linux, macOS and Windows file systems
 
 
 def check_png_compress_level(level: int) -> None:
@@ -359,11 +387,22 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
       no 16-bit colour PNGs), e.g. for what is colorized from a 16-bit gray scan.
 
   Raises:
-    ValueError: compress_level outside 0..9, or bit_depth not 8 or 16.
+    ValueError: compress_level outside 0..9, bit_depth not 8 or 16, rgb not
+      [H, W, 3] or alpha not [H, W], or NaN / infinite values (which would be
+      written as some colour without a word).
   """
   check_png_compress_level(compress_level)
   if bit_depth not in (8, 16):
     raise ValueError(f'PNG bit depth must be 8 or 16, got {bit_depth!r}')
+  rgb = np.asarray(rgb)
+  if rgb.ndim != 3 or rgb.shape[-1] != 3 or (alpha is not None and
+                                             np.shape(alpha) != rgb.shape[:2]):
+    raise ValueError(f'save_png takes rgb [H, W, 3] and alpha [H, W] or None, got rgb '
+                     f'{rgb.shape} and alpha {None if alpha is None else np.shape(alpha)}')
+  for name, values in (('rgb', rgb), ('alpha', alpha)):
+    if values is not None and not np.isfinite(values).all():
+      raise ValueError(f'{name} has {np.count_nonzero(~np.isfinite(values))} NaN or '
+                       'infinite values')
   if bit_depth == 16:
     pixels = to_uint16(rgb) if alpha is None else np.dstack([to_uint16(rgb), to_uint16(alpha)])
     height, width, channels = pixels.shape
@@ -384,8 +423,10 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   path = os.fspath(path)
   folder, name = os.path.split(path)
   os.makedirs(folder or '.', exist_ok=True)
-  # A unique name: concurrent writers of the same path never share a temporary file.
-  tmp = os.path.join(folder, f'.{name}.{uuid.uuid4().hex[:12]}.tmp')
+  # A unique name: concurrent writers of the same path never share a temporary file. The
+  # name is cut so that it stays within the 255-byte limit wherever `name` fits.
+  stem = name.encode()[:_MAX_NAME_BYTES - 18].decode(errors='ignore')
+  tmp = os.path.join(folder, f'.{stem}.{uuid.uuid4().hex[:12]}.tmp')
   try:
     with open(tmp, 'xb') as f:
       encode(f)

@@ -86,7 +86,11 @@ UPSAMPLE_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resa
 
 # Flattened-pixel chunk sizes: a handful of compiled shapes for all image sizes.
 _PIXEL_CHUNKS = (1 << 12, 1 << 15, 1 << 18)
-_GAMUT_BISECTION_STEPS = 10   # chroma to 1/1024 of the model's: < 0.16 ab units
+# No sRGB colour has a CIELAB chroma above 133.8 (pure blue): the gamut fit searches below
+# this, so that its resolution (134 / 2^steps < 0.14 ab units) holds however far out of the
+# gamut a colour is (a high `saturation` can put it thousands of units out).
+_SRGB_MAX_CHROMA = 134.0
+_GAMUT_BISECTION_STEPS = 10
 
 # ----------------------------------------------------------------------------
 # Restore.
@@ -299,6 +303,8 @@ def _lab_to_rgb_checked(lab: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 def _lab_to_rgb_fitted(lab: jnp.ndarray) -> jnp.ndarray:
   """Lab [P, 3] -> sRGB [P, 3] with chroma cut to the gamut at constant L and hue."""
   l, ab = lab[:, :1], lab[:, 1:]
+  chroma = jnp.linalg.norm(ab, axis=-1, keepdims=True)
+  top = jnp.minimum(1.0, _SRGB_MAX_CHROMA / jnp.maximum(chroma, 1e-6))  # fraction of ab
 
   def bisect(_, bounds):
     lo, hi = bounds
@@ -307,7 +313,7 @@ def _lab_to_rgb_fitted(lab: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(out, lo, mid), jnp.where(out, mid, hi)
 
   lo, _ = jax.lax.fori_loop(0, _GAMUT_BISECTION_STEPS, bisect,
-                            (jnp.zeros_like(l), jnp.ones_like(l)))
+                            (jnp.zeros_like(l), top))
   return color.lab_to_rgb(jnp.concatenate([l, lo * ab], axis=-1))
 
 
@@ -583,7 +589,7 @@ class Colorizer:
     generator runs; an unreadable input is reported and skipped.
 
     Args:
-      jobs: (source, destination) pairs, e.g. from `plan_jobs`.
+      jobs: `Job`s or (source, destination) pairs, e.g. from `plan_jobs`.
       saturation: factor on the predicted ab.
       progress: show a tqdm progress bar (images).
       workers: threads for reading and writing (default: CPU count, at most 8).
@@ -591,9 +597,14 @@ class Colorizer:
 
     Returns:
       A `RunSummary`: the written destinations and the failures with reasons.
+
+    Raises:
+      OverwriteError: a destination is one of the sources (before anything is read).
     """
     _check_saturation(saturation)
     images.check_png_compress_level(png_compress_level)  # before any file is read
+    jobs = [job if isinstance(job, Job) else Job(*map(os.fspath, job)) for job in jobs]
+    _refuse_overwrites(jobs)
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
     groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
@@ -716,7 +727,23 @@ class RunSummary:
 
 
 class OverwriteError(ValueError):
-  """An output path would replace an input file."""
+  """An output path would replace an input file, or outputs would land among the inputs
+  (so that the next run would read them as photos)."""
+
+
+def _within(path: str, folder: str) -> bool:
+  """Whether the real path `path` is the real path `folder` or lies inside it."""
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _refuse_overwrites(jobs: Sequence[Job]) -> None:
+  """Raises OverwriteError if a job's destination is some job's source (links resolved)."""
+  sources = {os.path.realpath(job.source) for job in jobs}
+  for job in jobs:
+    if os.path.realpath(job.destination) in sources:
+      raise OverwriteError(
+          f'Refusing to write {job.destination}: it is one of the inputs. Choose another --out '
+          'folder (inputs are never overwritten).')
 
 
 def _has_glob(text: str) -> bool:
@@ -760,12 +787,15 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   the extension replaced by .png; where two inputs would then collide (a.jpg and
   a.png, or names differing only in case) both keep their full names (a.jpg.png,
   a.png.png), so that no two outputs share a name. Folders are searched
-  recursively for files with `images.IMAGE_EXTENSIONS`, leaving out
-  out_dir if it lies inside them; files named explicitly are tried whatever
-  their extension.
+  recursively for files with `images.IMAGE_EXTENSIONS`; files named explicitly
+  are tried whatever their extension. What a folder or a pattern finds inside
+  out_dir is left out (with a logged warning), so that a rerun does not take the
+  last run's outputs for photos; an input folder inside out_dir (or out_dir
+  itself) is refused for the same reason.
 
   Args:
-    inputs: paths of files or folders, or glob patterns ('**' recursive).
+    inputs: paths of files or folders, or glob patterns ('**' recursive); one
+      path alone is taken as a list of one.
     out_dir: the output folder.
 
   Returns:
@@ -773,23 +803,46 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
     that matched nothing.
 
   Raises:
-    OverwriteError: an output would replace one of the inputs.
+    OverwriteError: an output would replace one of the inputs, or an input folder
+      is out_dir or lies inside it.
   """
+  if isinstance(inputs, (str, os.PathLike)):
+    inputs = [inputs]   # iterating a string would take each character for a path
   out_real = os.path.realpath(out_dir)
   files: list[tuple[str, str]] = []   # (path, folder its name is relative to)
   missing = []
+
+  def add_folder(folder: str) -> None:
+    real = os.path.realpath(folder)
+    if _within(real, out_real):
+      raise OverwriteError(
+          f'The output folder {out_dir} is, or contains, the input folder {folder}: a rerun '
+          'would take the PNGs written there for photos. Choose an --out outside the inputs '
+          '(a new subfolder of them is fine: it is left out of the inputs).')
+    if _within(out_real, real):
+      logging.warning('Leaving out %s: it is the output folder, inside the input %s.',
+                      out_dir, folder)
+    files.extend((path, os.path.abspath(folder)) for path in images.list_images(folder, out_real))
+
   for arg in inputs:
+    arg = os.fspath(arg)
     if os.path.isdir(arg):
-      files.extend((path, os.path.abspath(arg)) for path in images.list_images(arg, out_real))
+      add_folder(arg)
     elif os.path.exists(arg):
       files.append((arg, os.path.dirname(os.path.abspath(arg))))
     elif _has_glob(arg):
       matches = sorted(glob.glob(arg, recursive=True))
       if not matches:
         missing.append((arg, 'no file matches this pattern'))
+      outputs = [m for m in matches if _within(os.path.realpath(m), out_real)]
+      if outputs:
+        logging.warning('Leaving out %d matches of %s in the output folder %s.', len(outputs),
+                        arg, out_dir)
       for match in matches:
+        if match in outputs:
+          continue
         if os.path.isdir(match):
-          files.extend((p, os.path.abspath(match)) for p in images.list_images(match, out_real))
+          add_folder(match)
         else:
           files.append((match, os.path.dirname(os.path.abspath(match))))
     else:
@@ -807,10 +860,5 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   relative = [os.path.relpath(os.path.abspath(path), base) for path, _ in unique]
   names = _output_names(relative)
   jobs = [Job(path, os.path.join(out_dir, name)) for (path, _), name in zip(unique, names)]
-  inputs_real = {os.path.realpath(job.source) for job in jobs}
-  for job in jobs:
-    if os.path.realpath(job.destination) in inputs_real:
-      raise OverwriteError(
-          f'Refusing to write {job.destination}: it is one of the inputs. Choose another --out '
-          'folder (inputs are never overwritten).')
+  _refuse_overwrites(jobs)
   return jobs, missing

@@ -207,3 +207,63 @@ def test_save_png_16_bit_keeps_every_value(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['rgb.png', 'rgba.png']   # no temporary left
   with pytest.raises(ValueError, match='bit depth'):
     images.save_png(rgb, tmp_path / 'x.png', bit_depth=12)
+
+
+@pytest.mark.parametrize('values,expected,depth', [
+    (np.array([[0.0, 0.5], [0.25, 1.0]]), np.array([[0.0, 0.5], [0.25, 1.0]]), 16),
+    (np.array([[0.0, 128.0], [3.0, 255.0]]), np.array([[0, 128], [3, 255]]) / 255.0, 8),
+    (np.array([[0.0, 300.0], [3.0, 65535.0]]), np.array([[0, 300], [3, 65535]]) / 65535.0, 16),
+])
+def test_float_gray_files_are_read_on_the_scale_their_values_show(tmp_path, values, expected,
+                                                                  depth):
+  """A float TIFF holding 0..1, or whole 8- or 16-bit counts, decodes to those levels."""
+  path = str(tmp_path / 'f.tif')
+  Image.fromarray(values.astype(np.float32)).save(path)
+  picture = images.load_picture(path)
+  np.testing.assert_allclose(picture.rgb[..., 0], expected, atol=1e-6)
+  assert picture.bit_depth == depth
+
+
+@pytest.mark.parametrize('values', [
+    np.array([[0.0, 0.5], [0.9, 1.05]]),     # a scan that overshoots 1 a little
+    np.array([[-0.01, 0.5], [0.25, 1.0]]),
+    np.array([[0.0, 0.5], [40.25, 255.0]]),
+])
+def test_float_gray_files_of_no_known_scale_are_refused_not_guessed(tmp_path, values):
+  """Values a little over 1 were once read as 0..255 (a black photo), written without a
+  word: a float file whose scale cannot be told is unreadable, saying why."""
+  path = str(tmp_path / 'f.tif')
+  Image.fromarray(values.astype(np.float32)).save(path)
+  for load in (images.load_picture, images.load_rgb8):
+    with pytest.raises(images.UnreadableImage, match='f.tif.*scale is unknown'):
+      load(path)
+
+
+def test_save_png_writes_names_up_to_the_file_system_limit(tmp_path):
+  """Its temporary file's name stays within 255 bytes where the destination's does (a
+  250-byte name once failed with 'File name too long'), multibyte names included."""
+  for name in ('n' * 251 + '.png', 'é' * 125 + '.png'):
+    images.save_png(np.zeros((2, 2, 3), np.uint8), tmp_path / name)
+    assert (tmp_path / name).exists()
+  assert sorted(os.listdir(tmp_path)) == sorted(['n' * 251 + '.png', 'é' * 125 + '.png'])
+
+
+def test_save_png_refuses_nan_and_wrong_shapes_instead_of_writing_them(tmp_path):
+  rgb = np.full((2, 2, 3), 0.5, np.float32)
+  rgb[0, 0, 1] = np.nan
+  with pytest.raises(ValueError, match='rgb has 1 NaN'):
+    images.save_png(rgb, tmp_path / 'x.png')
+  with pytest.raises(ValueError, match=r'rgb \[H, W, 3\]'):
+    images.save_png(np.zeros((2, 2, 4), np.uint8), tmp_path / 'x.png')
+  with pytest.raises(ValueError, match='alpha'):
+    images.save_png(np.zeros((2, 2, 3), np.uint8), tmp_path / 'x.png', np.zeros((3, 2)))
+  assert not os.listdir(tmp_path)
+
+
+def test_encoded_images_may_come_as_any_bytes_like_object():
+  encoded = _png_bytes(_noise(4))
+  expected = images.load_rgb8(encoded)
+  for source in (bytearray(encoded), memoryview(encoded)):
+    np.testing.assert_array_equal(images.load_rgb8(source), expected)
+  with pytest.raises(images.UnreadableImage, match='<7 bytes>'):
+    images.load_picture(bytearray(b'garbage'))

@@ -407,12 +407,14 @@ def test_no_two_inputs_share_an_output_name(tmp_path):
 
 
 def test_cli_refuses_to_overwrite_inputs(workdir, tmp_path, capsys):
-  """An --out that would replace an input is refused (exit 2) before anything is written."""
+  """An --out that would replace an input, or is the input folder (whose next run would read
+  the outputs as photos), is refused (exit 2) before anything is written."""
   folder = tmp_path / 'photos'
   folder.mkdir()
   Image.fromarray(photo(20, 20)).save(folder / 'x.png')
   before = (folder / 'x.png').read_bytes()
   assert cli.colorize(run_flags(workdir), [str(folder), '--out', str(folder)]) == 2
+  assert 'is, or contains, the input folder' in capsys.readouterr().err
   assert cli.colorize(run_flags(workdir), [str(folder / 'x.png'), '--out', str(folder)]) == 2
   assert 'inputs are never overwritten' in capsys.readouterr().err
   assert (folder / 'x.png').read_bytes() == before
@@ -551,3 +553,100 @@ def test_deep_gray_scans_come_out_as_16_bit_pngs(moderate, tmp_path):
   assert want.dtype == np.uint16 and out16.shape == want.shape
   assert np.abs(out16.astype(np.int64) - want).max() <= 1
   assert len(np.unique(out16[..., 1])) > 256   # more steps than 8 bits could hold
+
+
+def test_gamut_fitting_keeps_chroma_however_far_out_a_colour_is():
+  """A colour past the gamut, or 1000x further (a high --saturation) is cut back to the
+  same boundary colour of its L and hue, not to gray (the search once stopped at 1/1024 of
+  the colour's chroma)."""
+  rng = np.random.default_rng(1)
+  l = rng.uniform(20, 80, (16, 16)).astype(np.float32)
+  hue = rng.uniform(0, 2 * np.pi, (16, 16))
+  ab = np.stack([np.cos(hue), np.sin(hue)], axis=-1).astype(np.float32)  # chroma 1
+  near = inference.lab_to_rgb_in_gamut(l, 150.0 * ab)  # past sRGB's largest chroma, 133.8
+  far = inference.lab_to_rgb_in_gamut(l, 150000.0 * ab)
+  assert chroma(near).min() > 10
+  np.testing.assert_allclose(chroma(far), chroma(near), atol=0.5)
+  np.testing.assert_allclose(np.asarray(color.rgb_to_lab(far))[..., 0], l, atol=0.05)
+
+
+def test_plan_jobs_never_reads_its_own_outputs(tmp_path):
+  """A rerun plans what the first run did: an input folder that is --out (or inside it) is
+  refused, a glob that matches --out leaves it out, and one path alone is one input (not a
+  string of one-character paths)."""
+  folder = tmp_path / 'g'
+  (folder / 'col').mkdir(parents=True)
+  Image.fromarray(photo(8, 8)).save(folder / 'x.jpg')
+  (folder / 'col' / 'x.png').write_bytes(b'an output of the last run')
+  for out in (folder, tmp_path):
+    with pytest.raises(inference.OverwriteError, match='rerun would take the PNGs'):
+      inference.plan_jobs([str(folder)], str(out))
+  jobs, missing = inference.plan_jobs([str(folder / '*')], str(folder / 'col'))
+  assert [(j.source, j.destination) for j in jobs] == [
+      (str(folder / 'x.jpg'), str(folder / 'col' / 'x.png'))] and not missing
+  jobs, _ = inference.plan_jobs([str(tmp_path / '**')], str(folder / 'col'))
+  assert [j.source for j in jobs] == [str(folder / 'x.jpg')]
+  jobs, _ = inference.plan_jobs(str(folder / 'x.jpg'), str(tmp_path / 'out'))
+  assert [j.source for j in jobs] == [str(folder / 'x.jpg')]
+
+
+def test_plan_jobs_lists_a_folder_once_whatever_links_loop_back(tmp_path):
+  """Links to a folder itself or to one above it (followed, as links are) end neither in an
+  endless walk nor in outputs nested under link names: each photo is planned once, at its
+  shortest path."""
+  folder = tmp_path / 'in'
+  (folder / 'd').mkdir(parents=True)
+  Image.fromarray(photo(8, 8)).save(folder / 'd' / 'x.png')
+  os.symlink('.', folder / 'a')
+  os.symlink('..', folder / 'd' / 'up')
+  os.symlink(folder / 'd', folder / 'e')
+  jobs, _ = inference.plan_jobs([str(folder)], str(tmp_path / 'out'))
+  assert [os.path.relpath(j.destination, tmp_path / 'out') for j in jobs] == [
+      os.path.join('d', 'x.png')]
+
+
+def test_colorize_files_takes_pairs_and_never_writes_over_a_source(moderate, tmp_path):
+  """The API takes (source, destination) pairs as its docstring says, and refuses a job
+  that would replace an input before anything is read or written."""
+  source = tmp_path / 'x.png'
+  Image.fromarray(photo(20, 20)).save(source)
+  before = source.read_bytes()
+  summary = moderate.colorize_files([(str(source), str(tmp_path / 'out' / 'x.png'))],
+                                    progress=False)
+  assert summary.written == [str(tmp_path / 'out' / 'x.png')] and not summary.failed
+  for jobs in ([inference.Job(str(source), str(source))],
+               [(str(tmp_path / 'out' / 'x.png'), str(tmp_path / 'y.png')),
+                (str(tmp_path / 'y.png'), str(tmp_path / 'out' / 'x.png'))]):
+    with pytest.raises(inference.OverwriteError, match='one of the inputs'):
+      moderate.colorize_files(jobs, progress=False)
+  assert source.read_bytes() == before and not (tmp_path / 'y.png').exists()
+
+
+def test_cli_sigterm_stops_with_complete_files_and_a_rerun_hint(workdir, tmp_path, capsys,
+                                                               monkeypatch):
+  """SIGTERM during a run (a batch scheduler's stop) ends it like Ctrl-C: exit 143, a message
+  that a rerun finishes the job, and the previous SIGTERM handler back in place."""
+  import signal  # pylint: disable=g-import-not-at-top
+
+  def killed(*args, **kwargs):
+    del args, kwargs
+    os.kill(os.getpid(), signal.SIGTERM)
+    pytest.fail('SIGTERM did not stop the run')
+
+  monkeypatch.setattr(inference.Colorizer, 'colorize_files', killed)
+  source = tmp_path / 'in.png'
+  Image.fromarray(photo(20, 20)).save(source)
+  before = signal.getsignal(signal.SIGTERM)
+  assert cli.colorize(run_flags(workdir), [str(source), '--out', str(tmp_path / 'out')]) == 143
+  assert 'interrupted by SIGTERM' in capsys.readouterr().err
+  assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_cli_bad_workdir_leaves_no_output_folder(tmp_path, capsys):
+  """A --workdir without checkpoints is a usage error found before --out is made."""
+  source = tmp_path / 'in.png'
+  Image.fromarray(photo(20, 20)).save(source)
+  args = [str(source), '--out', str(tmp_path / 'out')]
+  assert cli.colorize(run_flags(str(tmp_path / 'no_run')), args) == 2
+  assert 'No checkpoint' in capsys.readouterr().err
+  assert not (tmp_path / 'out').exists()
