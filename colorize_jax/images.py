@@ -112,10 +112,23 @@ class Picture:
       array, its alpha as given: uint8, uint16 or float), else None.
     bit_depth: 16 for 16-bit, 32-bit integer and float gray files (their precision
       is worth keeping in what is written from them, see `save_png`), else 8.
+    dpi: the file's resolution (x, y) in dots per inch if it records one, else None
+      (a scan's print size, worth writing into what is made from it).
   """
   rgb: np.ndarray
   alpha: np.ndarray | None = None
   bit_depth: int = 8
+  dpi: tuple[float, float] | None = None
+
+
+def _dpi(img: Image.Image) -> tuple[float, float] | None:
+  """The (x, y) dots per inch Pillow read from the file (JPEG, PNG, TIFF), if plausible."""
+  try:
+    x, y = (float(v) for v in img.info['dpi'])
+  except (KeyError, TypeError, ValueError, ZeroDivisionError):
+    return None
+  # JFIF's aspect-ratio-only units and broken files give 0, 1 or absurd values.
+  return (x, y) if all(1 < v < 1e6 for v in (x, y)) else None
 
 
 def _unpremultiplied(img: Image.Image) -> Image.Image:
@@ -193,14 +206,15 @@ def picture_from_pil(img: Image.Image) -> Picture:
   Raises:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
+  dpi = _dpi(img)
   img = _unpremultiplied(ImageOps.exif_transpose(img))
   if img.mode in _DEEP_GRAY_MODES:
     gray, bit_depth = _deep_gray(img)
-    return Picture(np.repeat(gray[..., None], 3, axis=-1), bit_depth=bit_depth)
+    return Picture(np.repeat(gray[..., None], 3, axis=-1), bit_depth=bit_depth, dpi=dpi)
   if has_alpha(img):
     rgba = np.asarray(img.convert('RGBA'))
-    return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy())
-  return Picture(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0)
+    return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy(), dpi=dpi)
+  return Picture(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0, dpi=dpi)
 
 
 def _name(source: Source) -> str:
@@ -371,7 +385,8 @@ def to_uint16(x: np.ndarray) -> np.ndarray:
 
 
 def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None,
-             compress_level: int = PNG_COMPRESS_LEVEL, bit_depth: int = 8) -> None:
+             compress_level: int = PNG_COMPRESS_LEVEL, bit_depth: int = 8,
+             dpi: tuple[float, float] | None = None) -> None:
   """Writes an image as PNG, creating its folder; readers never see half a file.
 
   The PNG is written to a hidden temporary file in the same folder and renamed
@@ -385,6 +400,8 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
       the same at every level.
     bit_depth: 8, or 16 (48-bit RGB / 64-bit RGBA, written with pypng: Pillow writes
       no 16-bit colour PNGs), e.g. for what is colorized from a 16-bit gray scan.
+    dpi: (x, y) dots per inch to record (PNG's pHYs chunk, in whole dots per metre),
+      e.g. the scan's `Picture.dpi`; None records none.
 
   Raises:
     ValueError: compress_level outside 0..9, bit_depth not 8 or 16, rgb not
@@ -406,8 +423,11 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   if bit_depth == 16:
     pixels = to_uint16(rgb) if alpha is None else np.dstack([to_uint16(rgb), to_uint16(alpha)])
     height, width, channels = pixels.shape
+    per_metre = {} if dpi is None else dict(
+        x_pixels_per_unit=round(dpi[0] / 0.0254), y_pixels_per_unit=round(dpi[1] / 0.0254),
+        unit_is_meter=True)
     writer = png.Writer(width, height, greyscale=False, alpha=channels == 4, bitdepth=16,
-                        compression=compress_level)
+                        compression=compress_level, **per_metre)
     encode = lambda f: writer.write_array(f, pixels.reshape(-1))  # noqa: E731
   else:
     rgb = to_uint8(rgb)
@@ -419,7 +439,9 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
       image = Image.fromarray(np.dstack([rgb, alpha]))
     else:
       image = Image.fromarray(rgb)
-    encode = lambda f: image.save(f, format='PNG', compress_level=compress_level)  # noqa: E731
+    options = {} if dpi is None else {'dpi': dpi}
+    encode = lambda f: image.save(f, format='PNG', compress_level=compress_level,  # noqa: E731
+                                  **options)
   path = os.fspath(path)
   folder, name = os.path.split(path)
   os.makedirs(folder or '.', exist_ok=True)

@@ -610,19 +610,20 @@ class Colorizer:
     groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
 
     def read(job):
-      """(job, error, (alpha, bit depth), (L, render-size L, placement)); only L, alpha
-      and the bit depth are kept."""
+      """(job, error, (alpha, bit depth, dpi), (L, render-size L, placement)); of the
+      picture only L, alpha, bit depth and dpi are kept."""
       try:
         picture = images.load_picture(job.source)
       except images.UnreadableImage as e:
         return job, str(e), None, None
-      return job, None, (picture.alpha, picture.bit_depth), self._prepare(picture)
+      return job, None, (picture.alpha, picture.bit_depth, picture.dpi), self._prepare(picture)
 
     def write(item):
-      (job, _, (alpha, bit_depth), (l, _, placement)), ab_small = item
+      (job, _, (alpha, bit_depth, dpi), (l, _, placement)), ab_small = item
       try:
         images.save_png(self._finish(l, ab_small, placement, saturation), job.destination,
-                        alpha, compress_level=png_compress_level, bit_depth=bit_depth)
+                        alpha, compress_level=png_compress_level, bit_depth=bit_depth,
+                        dpi=dpi)
       except OSError as e:
         return job, f'{job.destination}: cannot write: {e}'
       return job, None

@@ -650,3 +650,20 @@ def test_cli_bad_workdir_leaves_no_output_folder(tmp_path, capsys):
   assert cli.colorize(run_flags(str(tmp_path / 'no_run')), args) == 2
   assert 'No checkpoint' in capsys.readouterr().err
   assert not (tmp_path / 'out').exists()
+
+
+def test_a_scans_resolution_is_kept_in_its_png(moderate, tmp_path):
+  """A 600-dpi scan's output records 600 dpi (its print size), 8- and 16-bit alike; a file
+  with no resolution gets none."""
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  gray = photo(24, 24)[..., 1]
+  Image.fromarray(gray).save(folder / 'scan8.jpg', dpi=(600, 600))
+  Image.fromarray(gray.astype(np.uint16) * 257).save(folder / 'scan16.png', dpi=(600, 300))
+  Image.fromarray(gray).save(folder / 'plain.png')
+  jobs, _ = inference.plan_jobs([str(folder)], str(tmp_path / 'out'))
+  assert not moderate.colorize_files(jobs, progress=False).failed
+  for name, dpi in (('scan8', (600, 600)), ('scan16', (600, 300)), ('plain', None)):
+    with Image.open(tmp_path / 'out' / f'{name}.png') as img:
+      got = img.info.get('dpi')
+    assert (got is None if dpi is None else np.allclose(got, dpi, atol=0.1)), (name, got)
