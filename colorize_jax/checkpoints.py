@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
 STATE_ITEM = 'state'
+_STEP_METADATA = '_CHECKPOINT_METADATA'   # orbax's per-step JSON (commit time, handlers)
 
 
 class CorruptCheckpoint(ValueError):
@@ -96,6 +97,24 @@ def config_differences(old: ml_collections.ConfigDict, new: ml_collections.Confi
         list(b) if isinstance(b, (list, tuple)) else b):
       diffs[name] = (a, b)
   return diffs
+
+
+def commit_id(workdir: epath.PathLike, step: int) -> str:
+  """What tells this save of checkpoint `step` from any other save of that step.
+
+  orbax's commit time (ns) of the checkpoint (kept by copies and moves of the run),
+  or where it lacks one, the step folder's modification time. A run retrained from
+  an earlier step, or restarted in the same workdir, gets new ones.
+
+  Raises:
+    FileNotFoundError: no such checkpoint.
+  """
+  directory = epath.Path(os.path.abspath(workdir)) / CHECKPOINT_DIR
+  path = ocp.step.find_step_path(directory, ocp.step.standard_name_format(), step=step)
+  try:
+    return str(int(json.loads((path / _STEP_METADATA).read_text())['commit_timestamp_nsecs']))
+  except (OSError, ValueError, KeyError, TypeError):
+    return f'mtime:{path.stat().st_mtime_ns}'
 
 
 class Checkpoints:
@@ -238,11 +257,13 @@ class Checkpoints:
     """Turns whatever orbax and TensorStore raise for damaged files into CorruptCheckpoint."""
     try:
       yield
-    except (FileNotFoundError, CorruptCheckpoint):
+    except CorruptCheckpoint:
       raise
     except Exception as e:  # pylint: disable=broad-except
       # TensorStore and orbax report damaged files with ValueError, OSError,
-      # json errors or a bare Exception, depending on where the damage is.
+      # json errors or a bare Exception, depending on where the damage is; a file
+      # missing from a saved step (FileNotFoundError: a delete or a copy cut short)
+      # is damage too, not "no such checkpoint" (callers check the step first).
       others = [s for s in self.all_steps() if s != step]
       raise _unreadable(f'Checkpoint {step} in {self.directory}', e,
                         f' Other saved steps: {others}.' if others else '') from e

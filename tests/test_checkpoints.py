@@ -146,3 +146,19 @@ def test_retention_keeps_epochs_and_drops_superseded_interruption_checkpoints(sa
         expected), keep
   with pytest.raises(ValueError, match='keep'):
     checkpoints.Checkpoints(tmp_path / 'keep_0', keep=0)
+
+
+def test_a_checkpoint_missing_a_file_never_blocks_later_saves(saved, tmp_path):
+  """An older step folder that lost a file (its delete killed half way) is damaged, not
+  missing: retention leaves it for a person, and the next epoch's checkpoint is saved (the
+  FileNotFoundError once escaped retention and failed every later save)."""
+  workdir, _, state = saved
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  (copy / 'checkpoints' / '1' / 'meta' / 'metadata').unlink()
+  ckpts = checkpoints.Checkpoints(copy, keep=1)
+  with pytest.raises(checkpoints.CorruptCheckpoint, match='Checkpoint 1 .*metadata'):
+    ckpts.read_meta(1)
+  ckpts.save(3, state, {'epoch': 3})
+  ckpts.close()
+  assert checkpoints.Checkpoints(copy, read_only=True).all_steps() == [1, 3]
