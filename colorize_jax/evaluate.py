@@ -533,9 +533,15 @@ class Evaluator:
       self._data[name] = validation_data(config, self.max_images)
     return self._data[name]
 
-  def key(self, config: ml_collections.ConfigDict, step: int) -> dict[str, Any]:
-    """The cache key of evaluating `step` of a run with this config."""
+  def key(self, workdir: epath.PathLike, config: ml_collections.ConfigDict,
+          step: int) -> dict[str, Any]:
+    """The cache key of evaluating `step` of the run in `workdir` (whose config this is).
+
+    It names the save of the checkpoint (`checkpoints.commit_id`), so that results of
+    weights since replaced (a run retrained from an earlier step) are not reused.
+    """
     return _jsonable({'version': METRICS_VERSION, 'step': int(step),
+                      'checkpoint': checkpoints.commit_id(workdir, step),
                       'image_size': int(config.image_size), 'data': self.data_for(config).key,
                       'inception': self.inception.id})
 
@@ -553,9 +559,10 @@ class Evaluator:
       stored = json.loads(path.read_text())
     except ValueError:
       return None
-    if stored.get('key') != self.key(config, step):
+    if stored.get('key') != self.key(workdir, config, step):
       return None
-    stored['dir'] = os.fspath(path.parent)   # the run may have moved since
+    # The run may have been moved or copied since: this is where it is now.
+    stored['dir'], stored['workdir'] = os.fspath(path.parent), os.fspath(workdir)
     return stored
 
   # -- evaluation.
@@ -645,7 +652,7 @@ class Evaluator:
     seconds.update(model_and_metrics=sums.seconds_model,
                    inception=sums.seconds_inception + time.perf_counter() - start)
     return {
-        'key': self.key(config, restored.step),
+        'key': self.key(restored.workdir, config, restored.step),
         'workdir': os.fspath(restored.workdir),
         'step': restored.step,
         'epoch': restored.epoch,
@@ -955,8 +962,8 @@ def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', 
   files.check_writable(out_dir, 'the leaderboard')
   for workdir in workdirs:   # best.json and the evaluation results go into each run
     files.check_writable(os.path.join(workdir, EVAL_DIR), 'the evaluation results')
-  data_keys = {json.dumps(evaluator.key(checkpoints.load_config(w), 0)['data'],
-                          sort_keys=True) for w in workdirs}
+  data_keys = {json.dumps(evaluator.data_for(checkpoints.load_config(w)).key, sort_keys=True)
+               for w in workdirs}
   if len(data_keys) > 1:
     logging.warning('The runs are evaluated on different validation sets; pass --data DIR to '
                     'rank them on the same photos.')

@@ -318,6 +318,52 @@ def test_wrong_paths_fail_before_inception_and_before_evaluating(runs, tmp_path,
   assert count_evaluations == []
 
 
+def test_the_cache_never_serves_results_of_weights_since_replaced(runs, tmp_path,
+                                                                   count_evaluations):
+  """A run retrained from an earlier step (its later checkpoints deleted and saved anew,
+  as the NaN error advises) is evaluated again, not served the old weights' numbers; a
+  copy of a run is served its cache (same weights) and recorded as itself: its best.json
+  and the leaderboard name the copy, and the original is left alone."""
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run)
+  evaluate.evaluate(str(run), 3, inception_weights=None, progress=False)
+  first = evaluate.evaluate(str(run), 6, inception_weights=None, progress=False)
+  computed = len(count_evaluations)
+  config = checkpoints.load_config(str(run))
+  gan = steps.GAN.from_config(config)
+  shutil.rmtree(run / 'checkpoints' / '6')
+  save_run(str(run), config, gan.init(jax.random.PRNGKey(7), IMAGE_SIZE), {6: 3.0})
+  again = evaluate.evaluate(str(run), 6, inception_weights=None, progress=False)
+  assert len(count_evaluations) == computed + 1
+  assert again['rows']['model'] != first['rows']['model']
+
+  copy = tmp_path / 'copy'
+  shutil.copytree(run, copy)
+  original_best = (run / inference.BEST_FILE).exists()
+  ranked = evaluate.select([str(copy)], 'psnr', out_dir=str(tmp_path / 'board'),
+                           evaluator=evaluate.Evaluator(None, progress=False))
+  assert len(count_evaluations) == computed + 1   # the copy's weights are the run's: cached
+  assert {e['workdir'] for e in ranked.ranking} == {str(copy)}
+  assert inference.read_best(str(copy))['step'] in (3, 6)
+  assert (run / inference.BEST_FILE).exists() == original_best
+
+
+# orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_checkpoint_missing_a_file_is_damaged_not_missing(runs, tmp_path, capsys):
+  """A step folder that lost a file (a delete or a copy cut short) is a damaged
+  checkpoint: select lists it and ranks the rest (it once aborted the whole ranking)."""
+  run = tmp_path / 'run'
+  shutil.copytree(runs[1], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
+  (run / 'checkpoints' / '3' / 'meta' / 'metadata').unlink()
+  code = cli.select(types.SimpleNamespace(workdir=None), [
+      '--workdirs', str(run), '--metric', 'psnr', '--inception-weights', 'none',
+      '--out', str(tmp_path / 'board')])
+  assert code == 1
+  assert 'left out: step 3' in capsys.readouterr().err
+  assert json.loads((run / inference.BEST_FILE).read_text())['step'] == 6
+
+
 # orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_select_leaves_out_a_damaged_checkpoint_and_ranks_the_rest(runs, tmp_path, capsys):
