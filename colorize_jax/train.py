@@ -51,10 +51,16 @@ class StopRequested:
   preemption notice, which the coordination service turns into a step at which
   every process stops (`reached_preemption_sync_point`), so that all of them
   take part in the final (collective) checkpoint.
+
+  A second signal before that checkpoint is started means "now" (KeyboardInterrupt);
+  once `saving` is set, further signals are logged and ignored until the block ends,
+  so that a repeated SIGTERM (a wrapper forwarding it, an impatient scheduler) cannot
+  cut the save short and lose what it was saving.
   """
 
   def __init__(self):
     self.signum = None
+    self.saving = False
     self._previous = {}
     self._multi_process = jax.process_count() > 1
 
@@ -66,8 +72,12 @@ class StopRequested:
 
   def _handle(self, signum, frame):
     del frame
-    if self.signum is not None:  # a second Ctrl-C: the user means it
-      raise KeyboardInterrupt
+    if self.signum is not None:
+      if self.saving:
+        logging.warning('Received %s again: still saving the checkpoint (SIGKILL abandons '
+                        'it).', signal.Signals(signum).name)
+        return
+      raise KeyboardInterrupt  # a second Ctrl-C before the save: the user means it
     self.signum = signum
     logging.warning('Received %s: saving a checkpoint after the current step, then exiting.',
                     signal.Signals(signum).name)
@@ -206,7 +216,10 @@ class _Validator:
         picked.append(local['image'][local['mask']])
         if sum(len(x) for x in picked) >= self._config.num_sample_images:
           break
-      self._sample_images = np.concatenate(picked)[:self._config.num_sample_images]
+      size = self._config.image_size
+      self._sample_images = (np.concatenate(picked) if picked else  # no validation images
+                             np.zeros((0, size, size, 3), np.uint8))[
+                                 :self._config.num_sample_images]
     if not len(self._sample_images):
       return
     generated = parallel.fetch(self._colorize(
@@ -389,6 +402,7 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
         if stopping:
           break
       if stop:
+        stop.saving = True
         if step % steps_per_epoch:  # else the epoch is ended below, before exiting
           ckpts.save(step, state, {'epoch': epoch, 'epoch_end': False,
                                    'steps_per_epoch': steps_per_epoch})
@@ -396,6 +410,8 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
                           'resume.', step)
           break
       end_epoch(state, epoch)
+    if stop:
+      ckpts.wait()   # on disk while the handlers still shield it from a second signal
   progress.close()
   if stop and step < total_steps:
     raise Interrupted(stop.signum, step)

@@ -259,3 +259,35 @@ def test_a_diverged_run_is_said_in_the_log(caplog, d_loss, g_adversarial, warned
   if warned:
     assert 'step 100' in said[0] and ('d_loss' in said[0]) == (d_loss > 50)
   assert writer.written == [(100, {f'train/{k}': v for k, v in means.items()})]
+
+
+def test_a_second_sigterm_during_the_save_cannot_lose_it(photos, tmp_path, monkeypatch):
+  """SIGTERM again while the interruption checkpoint is being saved (a wrapper forwarding
+  signals twice) is logged and ignored: the checkpoint reaches the disk and the run ends
+  as stopped by SIGTERM (it once raised KeyboardInterrupt inside orbax's save, which left
+  no checkpoint at all)."""
+  stop_at = 1
+  real_save = checkpoints.Checkpoints.save
+
+  def save_signalled_twice(self, step, state, meta):
+    os.kill(os.getpid(), signal.SIGTERM)
+    real_save(self, step, state, meta)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  _interrupt_after(monkeypatch, stop_at)
+  monkeypatch.setattr(checkpoints.Checkpoints, 'save', save_signalled_twice)
+  with pytest.raises(train.Interrupted) as interrupted:
+    train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  assert interrupted.value.signum == signal.SIGTERM and interrupted.value.step == stop_at
+  assert checkpoints.Checkpoints(tmp_path, read_only=True).all_steps() == [stop_at]
+
+
+def test_a_run_without_validation_images_trains_and_saves(tmp_path):
+  """An empty val/ (or val_fraction 0) leaves validation without images: the epoch's
+  checkpoint is saved, with no sample grid (an empty grid once crashed the run after its
+  first epoch, before anything was saved)."""
+  photos = helpers.make_photo_folder(tmp_path / 'photos', NUM_TRAIN, 0)
+  train.train_and_evaluate(tiny_config(photos, num_epochs=1), str(tmp_path / 'run'))
+  assert checkpoints.Checkpoints(tmp_path / 'run', read_only=True).all_steps() == [
+      STEPS_PER_EPOCH]
+  assert not (tmp_path / 'run' / 'samples').exists()
