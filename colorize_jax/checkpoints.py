@@ -38,6 +38,10 @@ class CorruptCheckpoint(ValueError):
   """A saved checkpoint (or config.json) exists but cannot be read: truncated or damaged."""
 
 
+class SaveError(OSError):
+  """A checkpoint could not be written (a full disk, say); the earlier ones are intact."""
+
+
 def _unreadable(what: str, e: BaseException, hint: str = '') -> CorruptCheckpoint:
   while e.__cause__ is not None:   # the innermost error names the damaged file
     e = e.__cause__
@@ -133,6 +137,7 @@ class Checkpoints:
                        f'checkpoint) or >= 1, got {keep}')
     self._keep, self._read_only = keep, read_only
     self._epoch_end: dict[int, bool] = {}
+    self._writing: int | None = None   # the step of the save started last
     # orbax wants absolute paths.
     directory = epath.Path(os.path.abspath(workdir)) / CHECKPOINT_DIR
     if read_only and not directory.exists():
@@ -167,8 +172,10 @@ class Checkpoints:
     """
     self._prune()
     self._epoch_end[step] = bool(meta.get('epoch_end', True))
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self._writing = step
+    with self._saving(step, background=False):
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores checkpoint `step` (default: the latest) into the given structure.
@@ -268,9 +275,42 @@ class Checkpoints:
       raise _unreadable(f'Checkpoint {step} in {self.directory}', e,
                         f' Other saved steps: {others}.' if others else '') from e
 
+  @contextlib.contextmanager
+  def _saving(self, step: int | None, background: bool = True) -> Iterator[None]:
+    """Turns a failed write of checkpoint `step` into a SaveError that says what is kept.
+
+    Whatever the background write raised (TensorStore reports a full disk as a
+    ValueError) is a failed write; in the foreground only an OSError is (anything
+    else there is a bug, raised as it is).
+    """
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      if not background and not isinstance(e, OSError):
+        raise
+      kept = [s for s in self.all_steps() if s != step]
+      raise SaveError(f'Checkpoint {step} could not be written to {self.directory} '
+                      f'({type(e).__name__}: {e}). The checkpoints saved before it are intact '
+                      f'({kept}); once the cause is fixed (disk space, permissions), running '
+                      'the same command resumes from the latest.') from e
+
   def wait(self) -> None:
-    """Blocks until every started save is complete on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until every started save is complete on disk.
+
+    Raises:
+      SaveError: a save failed (e.g. the disk is full).
+    """
+    with self._saving(self._writing):
+      self._manager.wait_until_finished()
+
+  def check(self) -> None:
+    """Raises SaveError if a save that has ended in the background failed; never waits.
+
+    Called between train steps, so that a full disk stops the run within a few steps
+    of the failed save, not an epoch later at the next one.
+    """
+    with self._saving(self._writing):
+      self._manager.check_for_errors()
 
   def close(self) -> None:
     """Waits for started saves, applies the retention rules and releases the manager."""
@@ -294,7 +334,7 @@ class Checkpoints:
     and epoch checkpoints beyond the latest `keep` (never one that cannot be read)."""
     if self._read_only:
       return
-    self._manager.wait_until_finished()   # look at complete checkpoints only
+    self.wait()   # look at complete checkpoints only
     ends, interrupted = [], []
     for step in self.all_steps():
       try:

@@ -54,7 +54,7 @@ def train(flags, args) -> int:
     logging.warning('%s', e)
     return 128 + e.signum
   except (train_lib.NonFiniteLossError, train_lib.input_pipeline.DataReadError, ValueError,
-          FileNotFoundError) as e:
+          OSError) as e:   # OSError: a missing file, a full disk (checkpoints.SaveError), ...
     print(f'error: {e}', file=sys.stderr)
     return 1
   return 0

@@ -395,6 +395,7 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
         at_epoch_end = step % steps_per_epoch == 0
         stopping = stop.check(step)
         if count == config.log_every_steps or at_epoch_end or stopping:
+          ckpts.check()
           means = _log_train_metrics(writer, step, sums, count)
           progress.set_postfix(g_l1=f'{means["g_l1"]:.3f}', d_loss=f'{means["d_loss"]:.3f}',
                                refresh=False)

@@ -162,3 +162,25 @@ def test_a_checkpoint_missing_a_file_never_blocks_later_saves(saved, tmp_path):
   ckpts.save(3, state, {'epoch': 3})
   ckpts.close()
   assert checkpoints.Checkpoints(copy, read_only=True).all_steps() == [1, 3]
+
+
+def test_a_failed_background_save_is_a_save_error_saying_what_is_kept(saved, tmp_path,
+                                                                      monkeypatch):
+  """TensorStore reports a full disk from the background write as a ValueError, seen at
+  the next wait or check: both raise SaveError (an OSError) naming the step that failed
+  and the checkpoints still intact."""
+  workdir, _, state = saved
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  ckpts = checkpoints.Checkpoints(copy)
+  ckpts.save(3, state, {'epoch': 3})
+  ckpts.wait()
+  full = ValueError('RESOURCE_EXHAUSTED: Failed to write: No space left on device')
+  for method in ('wait_until_finished', 'check_for_errors'):
+    monkeypatch.setattr(ckpts._manager, method, lambda e=full: (_ for _ in ()).throw(e))
+  for call in (ckpts.wait, ckpts.check):
+    with pytest.raises(checkpoints.SaveError,
+                       match=r'Checkpoint 3 could not be written .*No space left.*intact \(\[1, 2\]\)'):
+      call()
+  monkeypatch.undo()
+  ckpts.close()
