@@ -42,14 +42,24 @@ class SaveError(OSError):
   """A checkpoint could not be written (a full disk, say); the earlier ones are intact."""
 
 
-def _unreadable(what: str, e: BaseException, hint: str = '') -> CorruptCheckpoint:
-  while e.__cause__ is not None:   # the innermost error names the damaged file
+# How orbax says that an array on disk has another shape than the one asked for.
+_SHAPE_MISMATCH = 'not compatible with the stored shape'
+
+
+def _first_line(e: BaseException) -> str:
+  """The first line of the innermost error (it names the damaged file), at most 300 chars."""
+  while e.__cause__ is not None:
     e = e.__cause__
   first_line = (str(e).strip().splitlines() or [''])[0]
-  if len(first_line) > 300:
-    first_line = first_line[:300] + '...'
+  return first_line[:300] + '...' if len(first_line) > 300 else first_line
+
+
+def _unreadable(what: str, e: BaseException, hint: str = '') -> CorruptCheckpoint:
+  inner = e
+  while inner.__cause__ is not None:
+    inner = inner.__cause__
   return CorruptCheckpoint(f'{what} cannot be read, it looks damaged or truncated '
-                           f'({type(e).__name__}: {first_line}).{hint}')
+                           f'({type(inner).__name__}: {_first_line(e)}).{hint}')
 
 
 def save_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
@@ -234,6 +244,13 @@ class Checkpoints:
     if missing:
       raise ValueError(f'Checkpoint {step} in {self.directory} has no {", ".join(missing[:5])}'
                        + (f' (and {len(missing) - 5} more)' if len(missing) > 5 else '') + '.')
+    # A partial restore hands back the stored shape whatever shape was asked for.
+    wrong = [f'{jax.tree_util.keystr(p)}: requested {want.shape}, stored {got.shape}'
+             for (p, got), want in zip(jax.tree_util.tree_leaves_with_path(subtree),
+                                       jax.tree_util.tree_leaves(abstract_subtree))
+             if got.shape != want.shape]
+    if wrong:
+      raise self._other_shapes(step, wrong[0])
     return subtree, self.read_meta(step)
 
   def _check_step(self, step: int | None) -> int:
@@ -266,14 +283,28 @@ class Checkpoints:
       yield
     except CorruptCheckpoint:
       raise
+    except ValueError as e:
+      if _SHAPE_MISMATCH not in str(e):
+        raise self._damaged(step, e) from e
+      # Intact files of another architecture: "damaged" would have a good checkpoint deleted.
+      raise self._other_shapes(step, _first_line(e)) from e
     except Exception as e:  # pylint: disable=broad-except
       # TensorStore and orbax report damaged files with ValueError, OSError,
       # json errors or a bare Exception, depending on where the damage is; a file
       # missing from a saved step (FileNotFoundError: a delete or a copy cut short)
       # is damage too, not "no such checkpoint" (callers check the step first).
-      others = [s for s in self.all_steps() if s != step]
-      raise _unreadable(f'Checkpoint {step} in {self.directory}', e,
-                        f' Other saved steps: {others}.' if others else '') from e
+      raise self._damaged(step, e) from e
+
+  def _other_shapes(self, step: int, detail: str) -> ValueError:
+    return ValueError(
+        f'Checkpoint {step} in {self.directory} holds arrays of other shapes than this '
+        f'model\'s ({detail}): it was saved with another config (model width, depth, image '
+        'size, ...). Use the run\'s own config, or a new --workdir.')
+
+  def _damaged(self, step: int, e: BaseException) -> CorruptCheckpoint:
+    others = [s for s in self.all_steps() if s != step]
+    return _unreadable(f'Checkpoint {step} in {self.directory}', e,
+                       f' Other saved steps: {others}.' if others else '')
 
   @contextlib.contextmanager
   def _saving(self, step: int | None, background: bool = True) -> Iterator[None]:

@@ -666,6 +666,24 @@ def _random_resized_crop(image: tf.Tensor, key: tf.Tensor,
   return tf.slice(image, begin, size)
 
 
+def crop_scale(data_config: ml_collections.ConfigDict) -> tuple[float, float]:
+  """config.data.crop_scale as (lo, hi): the area range of random resized crops.
+
+  Raises:
+    ValueError: not two numbers with 0 < lo <= hi <= 1 (checked whether or not
+      random_resized_crop is on, so that a bad value never waits for it to be).
+  """
+  value = data_config.crop_scale
+  try:
+    lo, hi = (float(s) for s in value)
+  except (TypeError, ValueError):
+    raise ValueError(f'config.data.crop_scale={value!r}: need two numbers (lo, hi), '
+                     'e.g. (0.5, 1.0).') from None
+  if not 0 < lo <= hi <= 1:
+    raise ValueError(f'config.data.crop_scale={(lo, hi)}: need 0 < lo <= hi <= 1.')
+  return lo, hi
+
+
 def train_batches(splits: Splits, data_config: ml_collections.ConfigDict, *,
                   image_size: int, global_batch_size: int, seed: int,
                   epoch: int, start_step: int = 0, process_index: int = 0,
@@ -701,9 +719,7 @@ def train_batches(splits: Splits, data_config: ml_collections.ConfigDict, *,
         'or raise config.data.samples_per_epoch.')
   if not 0 <= start_step <= steps:
     raise ValueError(f'start_step={start_step} is not in [0, {steps}].')
-  scale = tuple(float(s) for s in data_config.crop_scale)
-  if data_config.random_resized_crop and not 0 < scale[0] <= scale[1] <= 1:
-    raise ValueError(f'config.data.crop_scale={scale}: need 0 < lo <= hi <= 1.')
+  scale = crop_scale(data_config)
 
   order = _epoch_order(splits.num_train, steps * global_batch_size, seed,
                        epoch)

@@ -73,13 +73,17 @@ class GAN:
                                                    config.image_size)
     if not 0.0 < config.loss.real_label <= 1.0:
       raise ValueError(f'loss.real_label must be in (0, 1], got {config.loss.real_label}')
-    if config.loss.l1_weight < 0 or config.loss.d_loss_scale <= 0:
+    # Written `not x >= 0` so that NaN fails them too.
+    if not (config.loss.l1_weight >= 0 and config.loss.d_loss_scale > 0):
       raise ValueError('loss.l1_weight must be >= 0 and loss.d_loss_scale > 0, got '
                        f'{config.loss.l1_weight} and {config.loss.d_loss_scale}')
     opt = config.optim
     for name in ('g_learning_rate', 'd_learning_rate'):
       if not opt[name] > 0:
         raise ValueError(f'optim.{name} must be > 0, got {opt[name]}')
+    for name in ('g_b1', 'g_b2', 'd_b1', 'd_b2'):
+      if not 0 <= opt[name] < 1:   # Adam's moment decay rates; 1 would never forget
+        raise ValueError(f'optim.{name} must be in [0, 1), got {opt[name]}')
     return cls(
         generator=generator,
         discriminator=discriminator,

@@ -136,6 +136,8 @@ def _check_resumable(workdir: epath.Path, config: ml_collections.ConfigDict) -> 
   try:
     saved = checkpoints.load_config(workdir)
   except FileNotFoundError:
+    logging.warning('%s has checkpoints but no %s: resuming without checking that this config '
+                    'matches the one they were saved with.', workdir, checkpoints.CONFIG_FILE)
     return
   diffs = checkpoints.config_differences(saved, config)
   frozen = {k: v for k, v in diffs.items()
@@ -155,6 +157,7 @@ def _validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'log_every_steps must be >= 1, got {config.log_every_steps}')
   if config.num_sample_images < 0:
     raise ValueError(f'num_sample_images must be >= 0, got {config.num_sample_images}')
+  input_pipeline.crop_scale(config.data)   # else only found once the config is saved
 
 
 @contextlib.contextmanager

@@ -184,3 +184,22 @@ def test_a_failed_background_save_is_a_save_error_saying_what_is_kept(saved, tmp
       call()
   monkeypatch.undo()
   ckpts.close()
+
+
+def test_a_checkpoint_of_another_architecture_is_not_called_damaged(saved):
+  """Restoring into a model of another width (a config.json lost or edited) says the
+  shapes differ, naming an array, in a full and a partial restore (the partial one once
+  handed back the stored shapes without a word); it is not a CorruptCheckpoint, which
+  would invite deleting a good checkpoint."""
+  workdir, _, _ = saved
+  config = default.get_config()
+  config.image_size = IMAGE_SIZE
+  config.model.width = 8
+  wider = steps.abstract_state(steps.GAN.from_config(config), IMAGE_SIZE)
+  ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  for restore in (lambda: ckpts.restore(wider, step=1),
+                  lambda: ckpts.restore_subtree({'generator': _weights(wider.generator)}, 1)):
+    with pytest.raises(ValueError, match='other shapes than this model') as raised:
+      restore()
+    assert not isinstance(raised.value, checkpoints.CorruptCheckpoint)
+  ckpts.close()

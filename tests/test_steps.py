@@ -177,9 +177,13 @@ def test_eval_step_is_per_example_and_changes_nothing(gan, batch):
 
 @pytest.mark.parametrize('field,value', [('loss.real_label', 0.0), ('loss.real_label', 1.5),
                                          ('optim.d_learning_rate', 0.0),
+                                         ('optim.g_b1', 1.5), ('optim.d_b2', 1.0),
+                                         ('optim.d_b1', -0.1),
+                                         ('loss.l1_weight', float('nan')),
+                                         ('loss.d_loss_scale', float('nan')),
                                          ('model.compute_dtype', 'float16')])
 def test_bad_config_values_are_clear_errors(field, value):
-  """Out-of-range loss and optimizer settings are refused with the field's name."""
+  """Out-of-range (and NaN) loss and optimizer settings are refused with the field's name."""
   config = tiny_config()
   section, name = field.split('.')
   config[section][name] = value

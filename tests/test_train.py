@@ -195,8 +195,9 @@ def test_refused_relaunches_change_nothing_and_a_finished_run_is_left_alone(
 
 def test_bad_workdirs_and_configs_are_refused_before_anything_is_written(photos, tmp_path):
   """A workdir that is a file, one another training holds, keep_checkpoints=0 (which would
-  keep nothing), negative sample counts and an epoch smaller than one batch are clear
-  errors; a failed start leaves no config behind to lock the workdir."""
+  keep nothing), negative sample counts, a crop_scale that is not 0 < lo <= hi <= 1 and an
+  epoch smaller than one batch are clear errors; a failed start leaves no config behind to
+  lock the workdir."""
   import fcntl  # pylint: disable=g-import-not-at-top
   (tmp_path / 'a_file').write_text('')
   with pytest.raises(ValueError, match='Cannot write the run'):
@@ -213,6 +214,13 @@ def test_bad_workdirs_and_configs_are_refused_before_anything_is_written(photos,
     config[field] = value
     with pytest.raises(ValueError, match=message):
       train.train_and_evaluate(config, str(tmp_path / field))
+  for scale in ((0.5,), (0.0, 1.0), (0.9, 0.5)):   # checked even with random_resized_crop off
+    config = tiny_config(photos)
+    config.data.random_resized_crop = False
+    config.data.crop_scale = scale
+    with pytest.raises(ValueError, match='crop_scale'):
+      train.train_and_evaluate(config, str(tmp_path / 'crop'))
+  assert not (tmp_path / 'crop' / checkpoints.CONFIG_FILE).exists()
   big = tmp_path / 'big_batch'
   with pytest.raises(ValueError, match='smaller than one batch'):
     train.train_and_evaluate(tiny_config(photos, batch_size=64), str(big))
