@@ -139,7 +139,15 @@ def _unpremultiplied(img: Image.Image) -> Image.Image:
 def has_alpha(img: Image.Image) -> bool:
   """Whether a Pillow image has transparency (an alpha band or a transparent colour)."""
   return img.mode in _ALPHA_MODES or ('transparency' in img.info and
-                                      img.mode in ('P', 'L', 'RGB'))
+                                      img.mode in ('P', 'L', 'RGB') + _DEEP_GRAY_MODES)
+
+
+def _transparent_value_mask(img: Image.Image) -> np.ndarray | None:
+  """uint8 alpha [H, W] of a deep gray image with a transparent value (PNG tRNS), else None."""
+  value = img.info.get('transparency') if img.mode in _DEEP_GRAY_MODES else None
+  if not isinstance(value, int):
+    return None
+  return np.where(np.asarray(img) == value, 0, 255).astype(np.uint8)
 
 
 def _deep_gray(img: Image.Image) -> tuple[np.ndarray, int]:
@@ -185,7 +193,11 @@ def to_rgb8_image(img: Image.Image) -> Image.Image:
   """
   img = _unpremultiplied(img)
   if img.mode in _DEEP_GRAY_MODES:
-    return Image.fromarray(_gray_to_rgb8(_deep_gray(img)[0]))
+    rgb = _gray_to_rgb8(_deep_gray(img)[0])
+    alpha = _transparent_value_mask(img)
+    if alpha is not None:
+      rgb[alpha == 0] = 255
+    return Image.fromarray(rgb)
   if has_alpha(img):
     rgba = img.convert('RGBA')
     white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
@@ -210,7 +222,8 @@ def picture_from_pil(img: Image.Image) -> Picture:
   img = _unpremultiplied(ImageOps.exif_transpose(img))
   if img.mode in _DEEP_GRAY_MODES:
     gray, bit_depth = _deep_gray(img)
-    return Picture(np.repeat(gray[..., None], 3, axis=-1), bit_depth=bit_depth, dpi=dpi)
+    return Picture(np.repeat(gray[..., None], 3, axis=-1), _transparent_value_mask(img),
+                   bit_depth=bit_depth, dpi=dpi)
   if has_alpha(img):
     rgba = np.asarray(img.convert('RGBA'))
     return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy(), dpi=dpi)

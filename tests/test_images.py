@@ -267,3 +267,19 @@ def test_encoded_images_may_come_as_any_bytes_like_object():
     np.testing.assert_array_equal(images.load_rgb8(source), expected)
   with pytest.raises(images.UnreadableImage, match='<7 bytes>'):
     images.load_picture(bytearray(b'garbage'))
+
+
+def test_a_16_bit_gray_png_keeps_its_transparent_value_as_alpha():
+  """A 16-bit gray PNG with a transparent value (tRNS) decodes with that value's pixels
+  transparent (kept as alpha, or over white in 8-bit RGB), like 8-bit gray ones."""
+  values = (np.arange(16).reshape(4, 4) * 4000).astype(np.uint16)
+  buf = io.BytesIO()
+  Image.fromarray(values).save(buf, 'PNG', transparency=8000)
+  encoded = buf.getvalue()
+  picture = images.load_picture(encoded)
+  np.testing.assert_array_equal(picture.alpha, np.where(values == 8000, 0, 255))
+  assert picture.bit_depth == 16
+  rgb8 = images.load_rgb8(encoded)
+  assert (rgb8[values == 8000] == 255).all()
+  np.testing.assert_array_equal(rgb8[values != 8000][:, 0],
+                                np.round(values[values != 8000] / 257))
