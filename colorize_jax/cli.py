@@ -241,6 +241,8 @@ def colorize(flags, args) -> int:
     print(f'interrupted by {stop.name}: the images in {opts.out} are complete; rerun the '
           'same command to colorize the rest (outputs already there are kept)', file=sys.stderr)
     return 128 + stop.value
+  for source, note in summary.notes:
+    print(f'note: {source}: {note}', file=sys.stderr)
   for source, reason in summary.failed:
     print(f'skipped: {reason}', file=sys.stderr)
   failed = len(summary.failed) + len(missing)

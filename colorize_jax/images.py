@@ -114,11 +114,14 @@ class Picture:
       is worth keeping in what is written from them, see `save_png`), else 8.
     dpi: the file's resolution (x, y) in dots per inch if it records one, else None
       (a scan's print size, worth writing into what is made from it).
+    frames: how many frames or pages the file holds (an animated GIF, a multi-page
+      TIFF); `rgb` is the first.
   """
   rgb: np.ndarray
   alpha: np.ndarray | None = None
   bit_depth: int = 8
   dpi: tuple[float, float] | None = None
+  frames: int = 1
 
 
 def _dpi(img: Image.Image) -> tuple[float, float] | None:
@@ -218,16 +221,16 @@ def picture_from_pil(img: Image.Image) -> Picture:
   Raises:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
-  dpi = _dpi(img)
+  about = {'dpi': _dpi(img), 'frames': getattr(img, 'n_frames', 1)}
   img = _unpremultiplied(ImageOps.exif_transpose(img))
   if img.mode in _DEEP_GRAY_MODES:
     gray, bit_depth = _deep_gray(img)
     return Picture(np.repeat(gray[..., None], 3, axis=-1), _transparent_value_mask(img),
-                   bit_depth=bit_depth, dpi=dpi)
+                   bit_depth=bit_depth, **about)
   if has_alpha(img):
     rgba = np.asarray(img.convert('RGBA'))
-    return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy(), dpi=dpi)
-  return Picture(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0, dpi=dpi)
+    return Picture(rgba[..., :3].astype(np.float32) / 255.0, rgba[..., 3].copy(), **about)
+  return Picture(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0, **about)
 
 
 def _name(source: Source) -> str:

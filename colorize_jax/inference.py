@@ -616,6 +616,9 @@ class Colorizer:
         picture = images.load_picture(job.source)
       except images.UnreadableImage as e:
         return job, str(e), None, None
+      if picture.frames > 1:
+        summary.notes.append((job.source, f'{picture.frames} frames or pages: only the first '
+                                          'was colorized'))
       return job, None, (picture.alpha, picture.bit_depth, picture.dpi), self._prepare(picture)
 
     def write(item):
@@ -722,9 +725,11 @@ class Job:
 
 @dataclasses.dataclass
 class RunSummary:
-  """What `colorize_files` did: written PNGs and (source, reason) failures."""
+  """What `colorize_files` did: written PNGs, (source, reason) failures, and (source,
+  note) for inputs written with something left out (the later frames of an animation)."""
   written: list[str] = dataclasses.field(default_factory=list)
   failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+  notes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 class OverwriteError(ValueError):

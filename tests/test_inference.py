@@ -667,3 +667,17 @@ def test_a_scans_resolution_is_kept_in_its_png(moderate, tmp_path):
     with Image.open(tmp_path / 'out' / f'{name}.png') as img:
       got = img.info.get('dpi')
     assert (got is None if dpi is None else np.allclose(got, dpi, atol=0.1)), (name, got)
+
+
+def test_cli_says_when_only_the_first_frame_of_a_file_was_colorized(workdir, tmp_path, capsys):
+  """An animated GIF (or a multi-page TIFF) is colorized from its first frame, and the run
+  says so instead of dropping the others without a word."""
+  frames = [Image.fromarray(photo(16, 16, seed)).convert('P') for seed in range(3)]
+  frames[0].save(tmp_path / 'anim.gif', save_all=True, append_images=frames[1:])
+  code = cli.colorize(run_flags(workdir), [str(tmp_path / 'anim.gif'), '--out',
+                                           str(tmp_path / 'out'), '--no-progress'])
+  assert code == 0
+  assert 'anim.gif: 3 frames or pages: only the first was colorized' in capsys.readouterr().err
+  with Image.open(tmp_path / 'out' / 'anim.png') as out, Image.open(tmp_path / 'anim.gif') as src:
+    first = np.asarray(src.convert('RGB'))
+    assert np.abs(lightness(np.asarray(out)) - lightness(first)).max() <= 1.0
