@@ -107,6 +107,16 @@ def test_file_names_and_files_reveal_nothing(tmp_path):
   assert len(mtimes) == 1
 
 
+def test_real_and_generated_files_have_one_length(tmp_path):
+  """However much richer the real photos' colours are than the colorizations' (here flat
+  gray against noise, which compress very differently), every image file of a study has
+  the same length, so neither a file listing nor a Content-Length tells them apart."""
+  study = study_lib.build_study(make_photos(6), lambda rgb: np.full_like(rgb, 128),
+                                tmp_path / 's', num_pairs=6, seed=0)
+  sizes = {(study.images_dir / n).stat().st_size for n in study.image_names()}
+  assert len(sizes) == 1
+
+
 def test_refuses_to_overwrite_unless_asked(tmp_path):
   """A second build into a study folder raises and leaves the study (and its answers)
   untouched; overwrite=True is refused while the study is served, and otherwise
