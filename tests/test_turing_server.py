@@ -4,6 +4,7 @@ Starlette's TestClient re-raises any exception that would be a 500, so every tes
 here also checks that the request did not crash the app.
 """
 
+import contextlib
 import csv
 import io
 import random
@@ -495,6 +496,23 @@ def test_foreign_or_corrupt_responses_are_refused(study_dir, tmp_path):
   (other / study_lib.RESPONSES_DB).write_bytes(b'not a database' * 100)
   with pytest.raises(study_lib.StudyError, match='cannot open'):
     server.create_app(other)
+  # Garbage over a page that opening the database does not read (an index of the
+  # placements): found when it is opened, by the server and the report alike, not by
+  # each participant's answer later (a 500 for everyone) or a report's traceback.
+  damaged = tmp_path / 'damaged'
+  study_lib.build_study(make_photos(8), hue_shift, damaged, num_pairs=NUM_PAIRS, seed=0)
+  start(new_client(server.create_app(damaged)))
+  db = damaged / study_lib.RESPONSES_DB
+  with contextlib.closing(sqlite3.connect(db)) as conn:
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'index' AND "
+                           "tbl_name = 'placements' ORDER BY rootpage").fetchone()
+  data = db.read_bytes()
+  page = int.from_bytes(data[16:18], 'big')
+  start_at = (root - 1) * page
+  db.write_bytes(data[:start_at] + bytes(range(256)) * (page // 256) + data[start_at + page:])
+  for open_it in (server.create_app, report_lib.write_report):
+    with pytest.raises(study_lib.StudyError, match='is damaged'):
+      open_it(damaged)
 
 
 def test_importing_starts_nothing():
@@ -538,3 +556,18 @@ def test_serve_on_port_0_prints_the_port_that_answers(study_dir):
   finally:
     proc.terminate()
     proc.wait(timeout=60)
+
+
+def test_a_report_over_an_edited_manifest_says_so(study_dir):
+  """Answers to a pair that study.json no longer lists (a pair removed by hand) are a
+  StudyError naming the manifest, not a traceback from the statistics."""
+  import json  # pylint: disable=g-import-not-at-top
+  client = new_client(server.create_app(study_dir))
+  start(client)
+  page = current(client)
+  assert answer(client, page['pair_id'], page['left']).status_code == 303
+  manifest = json.loads((study_dir / study_lib.MANIFEST).read_text())
+  manifest['pairs'] = [p for p in manifest['pairs'] if p['pair_id'] != page['pair_id']]
+  (study_dir / study_lib.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(study_lib.StudyError, match='does not list'):
+    report_lib.write_report(study_dir)

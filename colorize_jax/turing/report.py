@@ -83,6 +83,13 @@ def build_report(study: study_lib.Study, store: store_lib.Store) -> dict[str, An
     'reference' (paper 0.23, Zhang et al. 0.32, chance 0.5), 'partial_policy'.
   """
   answers = store.answers()
+  listed = {p.pair_id for p in study.pairs}
+  unlisted = sorted({a.pair_id for a in answers} - listed)
+  if unlisted:
+    raise study_lib.StudyError(
+        f'{study.db_path} holds answers to {len(unlisted)} pair(s) that {study_lib.MANIFEST} '
+        f'does not list (e.g. {unlisted[0]}): was the manifest edited? Restore it (answers '
+        'are only meaningful against the pairs they were given for).')
   summary = stats.summarize(
       (stats.Answer(a.participant_id, a.pair_id, a.fooled) for a in answers),
       [p.pair_id for p in study.pairs])

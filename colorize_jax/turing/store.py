@@ -185,14 +185,23 @@ class Store:
             conn.execute(statement)
           conn.execute('INSERT OR IGNORE INTO meta VALUES (?, ?)', ('study_id', study.study_id))
           (stored,) = conn.execute("SELECT value FROM meta WHERE key = 'study_id'").fetchone()
+        # Damage past the pages read so far would otherwise surface later as a failed
+        # answer for every participant (the server) or a traceback (the report).
+        problems = [row[0] for row in conn.execute('PRAGMA quick_check(5)')]
       finally:
         conn.close()
     except sqlite3.Error as e:
       raise study_lib.StudyError(f'cannot open the responses database {self.path}: {e}') from None
+    if problems != ['ok']:
+      raise study_lib.StudyError(
+          f'the responses database {self.path} is damaged ({"; ".join(problems)}). Keep a '
+          'copy: `sqlite3 FILE .recover` may save most answers; then move it away to start '
+          'the study afresh.')
     if stored != study.study_id:
       raise study_lib.StudyError(
           f'{self.path} holds answers to another build of the study '
-          f'({stored} != {study.study_id}); move it away or rebuild with overwrite=True')
+          f'({stored} != {study.study_id}); move it away, or rebuild the study (`launch.py '
+          'turing --rebuild`, turing.build_study(overwrite=True)), which moves it aside')
 
   def _connect(self) -> sqlite3.Connection:
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
