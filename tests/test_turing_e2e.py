@@ -128,7 +128,8 @@ def test_browser_participant_results_match_placements(live):
     return page
 
   def participant_id(context):
-    token = next(c['value'] for c in context.cookies() if c['name'] == server.COOKIE)
+    token = next(c['value'] for c in context.cookies()
+                 if c['name'] == server.participant_cookie(study))
     return store.participant_id(token)
 
   with sync_api.sync_playwright() as pw:

@@ -57,10 +57,14 @@ def app(study_dir):
   return server.create_app(study_dir, results_token=TOKEN)
 
 
+def cookie_name(app):
+  return server.participant_cookie(app.state.study)
+
+
 def new_client(app, cookie=None):
   client = TestClient(app)
   if cookie is not None:
-    client.cookies.set(server.COOKIE, cookie)
+    client.cookies.set(cookie_name(app), cookie)
   return client
 
 
@@ -129,7 +133,7 @@ def test_full_flow_start_pairs_progress_done(app, study_dir):
   done = client.get('/done')
   assert done.status_code == 200
   study = app.state.study
-  pid = app.state.store.participant_id(client.cookies[server.COOKIE])
+  pid = app.state.store.participant_id(client.cookies[cookie_name(client.app)])
   fooled = sum(pl.right_image == study.pair(pl.pair_id).real_image
                for pl in app.state.store.placements(pid))
   assert f'{NUM_PAIRS - fooled} of {NUM_PAIRS}' in done.text
@@ -149,7 +153,7 @@ def test_reload_and_return_continue_where_left(app):
   assert answer(client, page['pair_id'], page['left']).status_code == 303
   again = current(client)
   assert current(client)['html'] == again['html']
-  later = new_client(app, client.cookies[server.COOKIE])
+  later = new_client(app, client.cookies[cookie_name(client.app)])
   assert current(later)['html'] == again['html']
   assert 'Continue' in later.get('/').text
   start(later)
@@ -165,7 +169,7 @@ def test_restart_keeps_answers(study_dir):
   start(client)
   first = current(client)
   complete(client, 'left', limit=2)
-  cookie = client.cookies[server.COOKIE]
+  cookie = client.cookies[cookie_name(client.app)]
   del app1, client
 
   app2 = server.create_app(study_dir, results_token=TOKEN)
@@ -188,7 +192,7 @@ def test_placements_are_random_per_participant_and_balanced(study_dir):
   for _ in range(12):
     client = new_client(app)
     start(client)
-    pid = store.participant_id(client.cookies[server.COOKIE])
+    pid = store.participant_id(client.cookies[cookie_name(client.app)])
     placements = store.placements(pid)
     assert sorted(pl.pair_id for pl in placements) == sorted(real_left_by_pair)
     real_left = [pl.left_image == study.pair(pl.pair_id).real_image for pl in placements]
@@ -354,14 +358,14 @@ def test_hostile_requests_get_4xx_and_change_nothing(app, study_dir, case):
   page = current(owner)
   pair = app.state.study.pair(page['pair_id'])
   page['other_image'] = next(p for p in app.state.study.pairs if p != pair).images[0]
-  cookie_value = {'own': owner.cookies[server.COOKIE], None: None}.get(cookie, cookie)
+  cookie_value = {'own': owner.cookies[cookie_name(owner.app)], None: None}.get(cookie, cookie)
   client = new_client(app, cookie_value)
   response = client.request(method, path, follow_redirects=False, **kwargs_for(page))
   assert response.status_code == expected, response.text[:300]
   if expected == 405:
     assert 'allow' in {k.lower() for k in response.headers}
   if cookie == 'bogus':
-    assert server.COOKIE in response.headers.get('set-cookie', '')  # cleared
+    assert cookie_name(app) in response.headers.get('set-cookie', '')  # cleared
   assert 'Traceback' not in response.text
   assert count_answers(study_dir) == 0
   assert len(app.state.store.participants()) == 1
@@ -376,7 +380,7 @@ def test_concurrent_duplicate_answers_count_once(study_dir):
   client = new_client(app)
   start(client)
   page = current(client)
-  cookie = client.cookies[server.COOKIE]
+  cookie = client.cookies[cookie_name(client.app)]
   apps = [server.create_app(study_dir, results_token=TOKEN) for _ in range(8)]
   barrier = threading.Barrier(len(apps))
   results = [None] * len(apps)
@@ -436,7 +440,7 @@ def test_results_page_csv_and_partial_participants(app, study_dir):
   complete(partial, 'right', limit=2)
   data = report_lib.report(study_dir)
   store, study = app.state.store, app.state.study
-  pid = store.participant_id(full.cookies[server.COOKIE])
+  pid = store.participant_id(full.cookies[cookie_name(full.app)])
   fooled = sum(pl.left_image == study.pair(pl.pair_id).real_image
                for pl in store.placements(pid))
   assert data['overall']['fooled'] == fooled and data['overall']['answers'] == NUM_PAIRS
@@ -571,3 +575,23 @@ def test_a_report_over_an_edited_manifest_says_so(study_dir):
   (study_dir / study_lib.MANIFEST).write_text(json.dumps(manifest))
   with pytest.raises(study_lib.StudyError, match='does not list'):
     report_lib.write_report(study_dir)
+
+
+def test_two_studies_on_one_host_keep_their_participants_apart(tmp_path):
+  """Browsers share cookies across ports: starting a second study served on the same host
+  must not replace (and so lose) the participant's place in the first."""
+  apps = []
+  for name in ('a', 'b'):
+    study_lib.build_study(make_photos(8), hue_shift, tmp_path / name, num_pairs=NUM_PAIRS,
+                          seed=0)
+    apps.append(server.create_app(tmp_path / name))
+  assert cookie_name(apps[0]) != cookie_name(apps[1])
+  first = new_client(apps[0])
+  start(first)
+  page = current(first)
+  assert answer(first, page['pair_id'], page['left']).status_code == 303
+  second = new_client(apps[1])
+  second.cookies = first.cookies   # one browser
+  start(second)
+  first.cookies = second.cookies
+  assert current(first)['number'] == 2   # still in the first study, one pair answered

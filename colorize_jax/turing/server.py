@@ -40,7 +40,7 @@ from colorize_jax.turing import report as report_lib
 from colorize_jax.turing import store as store_lib
 from colorize_jax.turing import study as study_lib
 
-COOKIE = 'turing_participant'
+COOKIE_PREFIX = 'turing_'   # + the study's id: browsers share cookies across ports
 COOKIE_MAX_AGE_S = 180 * 24 * 3600
 MAX_BODY_BYTES = 16 * 1024
 MAX_FIELD_LEN = 100
@@ -161,6 +161,16 @@ def _clean_text(value: str, name: str) -> str:
 _EMOJI_JOINERS = frozenset('\u200d\ufe0e\ufe0f')   # ZWJ, text / emoji presentation
 
 
+def participant_cookie(study: study_lib.Study) -> str:
+  """The name of the cookie that holds a participant's token for `study`.
+
+  Browsers keep cookies per host, not per port: with one name for all studies, a
+  participant starting a second study served on the same host lost their place in
+  the first (its server refused the other study's token and cleared the cookie).
+  """
+  return COOKIE_PREFIX + study.study_id[:16]
+
+
 def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None = None,
                max_body_bytes: int = MAX_BODY_BYTES,
                store: store_lib.Store | None = None) -> Starlette:
@@ -182,6 +192,7 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
   """
   study = study_lib.load_study(study_dir)
   db = store or store_lib.Store(study)
+  cookie_name = participant_cookie(study)
   token = results_token or secrets.token_urlsafe(24)
   images = study.image_names()
   templates = Jinja2Templates(env=report_lib.templates_env())
@@ -192,7 +203,7 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
 
   async def participant(request: Request, *, required: bool) -> int | None:
     """The participant id from the cookie; 403 for an unknown token if required."""
-    cookie = request.cookies.get(COOKIE)
+    cookie = request.cookies.get(cookie_name)
     if cookie is None:
       if required:
         raise HTTPException(403, 'no participant: start the study first')
@@ -220,7 +231,7 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
       return RedirectResponse(prefix + '/study', status_code=303)
     new_token = await run_in_threadpool(db.create_participant, age_range, field)
     response = RedirectResponse(prefix + '/study', status_code=303)
-    response.set_cookie(COOKIE, new_token, max_age=COOKIE_MAX_AGE_S, httponly=True,
+    response.set_cookie(cookie_name, new_token, max_age=COOKIE_MAX_AGE_S, httponly=True,
                         samesite='lax', secure=request.url.scheme == 'https')
     return response
 
@@ -228,7 +239,7 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
     """(progress, None) for a known participant, or (None, a redirect to the landing page)."""
     pid = await participant(request, required=False)
     if pid is None:
-      if COOKIE in request.cookies:
+      if cookie_name in request.cookies:
         raise HTTPException(403, 'unknown participant: start the study again')
       return None, RedirectResponse(request.scope.get('root_path', '') + '/', status_code=303)
     return await run_in_threadpool(db.progress, pid), None
@@ -318,7 +329,7 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
     for key, value in (exc.headers or {}).items():
       response.headers[key] = value
     if code == 403 and 'unknown participant' in str(exc.detail):
-      response.delete_cookie(COOKIE)
+      response.delete_cookie(cookie_name)
     return response
 
   async def server_error(request: Request, exc: Exception) -> Response:
