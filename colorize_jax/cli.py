@@ -390,13 +390,20 @@ def bench(flags, args) -> int:
   return EXIT_OK
 
 
-def _study_photos(config, data_dir: str | None, count: int, size: int):
-  """(name, rgb uint8 [size, size, 3]) of the first `count` validation photos (or --data)."""
+def _study_photos(config, data_dir: str | None, count: int, size: int, seed: int):
+  """`count` validation photos (or --data photos) picked with `seed`, as (name, rgb uint8
+  [size, size, 3]), and the data's description; only the picked ones are decoded."""
   from colorize_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   from colorize_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  data = (evaluate_lib.folder_data(data_dir, count) if data_dir
-          else evaluate_lib.validation_data(config, count))
-  image_set, _ = data.images()
+  from colorize_jax import turing as turing_lib  # pylint: disable=g-import-not-at-top
+  data = evaluate_lib.folder_data(data_dir) if data_dir else evaluate_lib.validation_data(config)
+  candidates, _ = data.images()
+  if count > len(candidates):
+    raise ValueError(f'--pairs {count}: the {data.description} holds {len(candidates)} usable '
+                     'photos; ask for fewer pairs, or pass --data DIR (a folder of colour photos '
+                     'the model was not trained on).')
+  # The same pick build_study would make from all of them: --seed chooses among them all.
+  image_set = candidates.subset(turing_lib.select_photos(len(candidates), count, seed))
   splits = input_pipeline.Splits(train=image_set, val=image_set, train_epoch_size=0, stats={})
   photos = []
   for batch in input_pipeline.val_batches(splits, image_size=size, global_batch_size=8):
@@ -443,25 +450,36 @@ def turing(flags, args) -> int:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   study_dir = opts.study or os.path.join(flags.workdir, 'turing', f'step_{colorizer.step}')
-  try:
-    exists = turing_lib.load_study(study_dir) is not None
-  except turing_lib.StudyError:
-    exists = False
-  if opts.rebuild or not exists:
+  model = {'workdir': os.path.abspath(flags.workdir), 'step': int(colorizer.step)}
+  if not opts.rebuild and turing_lib.holds_study(study_dir):
+    try:
+      study = turing_lib.load_study(study_dir)
+    except turing_lib.StudyError as e:
+      print(f'error: {e}. `--rebuild` replaces the study (its answers are moved to '
+            f'{os.path.join(study_dir, "replaced")}/, not deleted).', file=sys.stderr)
+      return EXIT_USAGE
+    built_with = {k: study.about.get(k) for k in model}
+    if study.about and built_with != model:
+      print(f'error: {study_dir} holds a study of step {built_with["step"]} of '
+            f'{built_with["workdir"]}, not of step {model["step"]} of {model["workdir"]}: '
+            'pass --rebuild to replace it (its answers are kept aside), or another --study.',
+            file=sys.stderr)
+      return EXIT_USAGE
+    print(f'The study in {study_dir} exists: {"serving" if not opts.no_serve else "kept"} it '
+          'as it is (--pairs, --size, --seed and --data build a new one only with --rebuild).')
+  else:
     try:
       photos, description = _study_photos(checkpoints.load_config(flags.workdir), opts.data,
-                                          opts.pairs, opts.size)
+                                          opts.pairs, opts.size, opts.seed)
       study = turing_lib.build_study(
           photos, lambda batch: np.stack(colorizer.colorize_batch(list(batch))), study_dir,
-          num_pairs=opts.pairs, seed=opts.seed, batched=True, overwrite=opts.rebuild)
+          num_pairs=opts.pairs, seed=opts.seed, batched=True, overwrite=opts.rebuild,
+          about={**model, 'photos': description, 'size': opts.size})
     except (FileNotFoundError, FileExistsError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       return EXIT_USAGE
     print(f'Built a study of {study.num_pairs} pairs from the {description} with step '
           f'{colorizer.step} in {study_dir}.')
-  else:
-    print(f'The study in {study_dir} exists: {"serving" if not opts.no_serve else "kept"} it '
-          'as it is (--pairs, --size, --seed and --data build a new one only with --rebuild).')
   if not opts.no_serve:
     try:
       turing_lib.serve(study_dir, host=opts.host, port=opts.port)
@@ -481,13 +499,15 @@ def turing_report(flags, args) -> int:
   parser.add_argument('--study', help='the study folder (default: the only one under RUN/turing)')
   parser.add_argument('--step', type=int, help='with --workdir: the study of this step')
   opts = parser.parse_args(args)
+  from colorize_jax import turing as turing_lib  # pylint: disable=g-import-not-at-top
   study_dir = opts.study
   if study_dir is None:
     if flags.workdir is None:
       print('error: turing-report needs --study DIR or --workdir RUN', file=sys.stderr)
       return EXIT_USAGE
     root = os.path.join(flags.workdir, 'turing')
-    available = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    available = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
+                       if turing_lib.holds_study(os.path.join(root, d)))
     found = available
     if opts.step is not None:
       found = [f for f in available if f == f'step_{opts.step}']
@@ -501,7 +521,6 @@ def turing_report(flags, args) -> int:
             'pass --study DIR or --step N', file=sys.stderr)
       return EXIT_USAGE
     study_dir = os.path.join(root, found[0])
-  from colorize_jax import turing as turing_lib  # pylint: disable=g-import-not-at-top
   try:
     result = turing_lib.write_report(study_dir)
   except turing_lib.StudyError as e:

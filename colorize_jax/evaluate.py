@@ -177,12 +177,7 @@ class EvalData:
 
 
 def _first(images: input_pipeline.ImageSet, n: int | None) -> input_pipeline.ImageSet:
-  if n is None or n >= len(images):
-    return images
-  pick = lambda xs: None if xs is None else tuple(xs[:n])
-  return input_pipeline.ImageSet(names=tuple(images.names[:n]), paths=pick(images.paths),
-                                 blobs=pick(images.blobs), pixels=pick(images.pixels),
-                                 needs_pil=images.needs_pil[:n])
+  return images if n is None or n >= len(images) else images.subset(range(n))
 
 
 def _folder_signature(root: str) -> str:

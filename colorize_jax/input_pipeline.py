@@ -128,6 +128,13 @@ class ImageSet:
   def __len__(self) -> int:
     return len(self.names)
 
+  def subset(self, indices: Sequence[int]) -> 'ImageSet':
+    """The images at `indices` (ints in 0..N-1), in that order; nothing is decoded."""
+    indices = [int(i) for i in indices]
+    pick = lambda xs: None if xs is None else tuple(xs[i] for i in indices)  # noqa: E731
+    return ImageSet(names=pick(self.names), paths=pick(self.paths), blobs=pick(self.blobs),
+                    pixels=pick(self.pixels), needs_pil=self.needs_pil[indices])
+
   def tensors(self) -> dict[str, tf.Tensor]:
     """The set as eager tensors, built once.
 

@@ -70,3 +70,50 @@ def test_turing_report_summarises_the_study(run, capsys):
 def test_turing_without_a_workdir_is_a_usage_error():
   """Missing --workdir exits with status 2 and a message, not a traceback."""
   assert cli.turing(types.SimpleNamespace(workdir=None), ['--no-serve']) == cli.EXIT_USAGE
+
+
+def test_the_seed_picks_among_all_photos_and_the_study_says_what_it_tests(run):
+  """--seed chooses which photos become pairs out of all of them (it once always took the
+  first --pairs photos), and study.json records the run and step the colorizations came
+  from."""
+  picked = set()
+  for seed in range(4):
+    assert cli.turing(flags(run), ['--pairs', '2', '--size', '32', '--seed', str(seed),
+                                   '--study', str(run / f'seed{seed}'), '--no-serve']) == 0
+    study = turing.load_study(run / f'seed{seed}')
+    picked.add(tuple(sorted(p.photo_id for p in study.pairs)))
+    assert study.about['workdir'] == str(run) and study.about['step'] == 3
+  assert len(picked) > 1
+
+
+def test_turing_refuses_a_study_of_another_model_or_a_damaged_one(run, tmp_path, capsys):
+  """An existing study built from another run or step is not served as if it were this
+  one's; a damaged study is named as damaged with the CLI's remedy (--rebuild), not as
+  'already holds a study; pass overwrite=True'."""
+  study_dir = tmp_path / 'study'
+  args = ['--pairs', '2', '--size', '32', '--study', str(study_dir), '--no-serve']
+  assert cli.turing(flags(run), args) == 0
+  other_run = tmp_path / 'other_run'
+  other_run.mkdir()
+  for name in os.listdir(run):
+    if name != 'turing':
+      os.symlink(run / name, other_run / name)
+  assert cli.turing(flags(other_run), args) == cli.EXIT_USAGE
+  assert f'holds a study of step 3 of {run}' in capsys.readouterr().err
+  first_image = sorted((study_dir / 'images').iterdir())[0]
+  first_image.unlink()
+  assert cli.turing(flags(run), args) == cli.EXIT_USAGE
+  err = capsys.readouterr().err
+  assert 'image(s) missing' in err and '--rebuild' in err and 'overwrite=True' not in err
+  assert cli.turing(flags(run), args + ['--rebuild']) == 0
+  assert cli.turing(flags(run), ['--pairs', '7', '--size', '32', '--study',
+                                 str(tmp_path / 'big'), '--no-serve']) == cli.EXIT_USAGE
+  assert '--data DIR' in capsys.readouterr().err
+
+
+def test_turing_report_counts_only_study_folders(run, capsys):
+  """A stray file beside the run's studies (.DS_Store, notes) is not taken for a study."""
+  cli.turing(flags(run), ['--pairs', '4', '--size', '64', '--no-serve'])
+  (run / 'turing' / '.DS_Store').write_bytes(b'\0')
+  assert cli.turing_report(flags(run), []) == 0
+  capsys.readouterr()

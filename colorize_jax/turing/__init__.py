@@ -9,7 +9,8 @@ that building a study needs neither the web stack nor Jinja2.
 """
 
 from colorize_jax.turing.stats import wilson_interval
-from colorize_jax.turing.study import Pair, Study, StudyError, build_study, load_study
+from colorize_jax.turing.study import (Pair, Study, StudyError, build_study, holds_study,
+                                       load_study, select_photos)
 
 _LAZY = {
     'serve': 'colorize_jax.turing.server',
@@ -18,8 +19,8 @@ _LAZY = {
     'write_report': 'colorize_jax.turing.report',
 }
 
-__all__ = ['Pair', 'Study', 'StudyError', 'build_study', 'load_study', 'wilson_interval',
-           *_LAZY]
+__all__ = ['Pair', 'Study', 'StudyError', 'build_study', 'holds_study', 'load_study',
+           'select_photos', 'wilson_interval', *_LAZY]
 
 
 def __getattr__(name: str):

@@ -80,12 +80,15 @@ class Study:
     seed: the seed the pairs were picked with.
     created_at: ISO 8601 UTC time of the build.
     pairs: the pairs in manifest order.
+    about: what the builder recorded of where the colorizations come from (e.g.
+      the run and checkpoint step, the photos), JSON values; {} if nothing.
   """
   study_dir: pathlib.Path
   study_id: str
   seed: int
   created_at: str
   pairs: tuple[Pair, ...]
+  about: dict[str, object] = dataclasses.field(default_factory=dict)
 
   @property
   def num_pairs(self) -> int:
@@ -202,6 +205,11 @@ def _study_entries(out_dir: pathlib.Path) -> list[pathlib.Path]:
   return [out_dir / n for n in names if (out_dir / n).exists()]
 
 
+def holds_study(out_dir: str | os.PathLike[str]) -> bool:
+  """Whether `out_dir` holds a study's files (readable or not): building there replaces them."""
+  return bool(_study_entries(pathlib.Path(out_dir)))
+
+
 @contextlib.contextmanager
 def serving_lock(study_dir: str | os.PathLike[str]) -> Iterator[None]:
   """Holds the study's lock: taken by the server while it serves the study, and by a
@@ -240,6 +248,7 @@ def build_study(
     seed: int = 0,
     batched: bool = False,
     overwrite: bool = False,
+    about: dict[str, object] | None = None,
 ) -> Study:
   """Picks `num_pairs` photos, colorizes them and writes a study folder.
 
@@ -259,6 +268,8 @@ def build_study(
     overwrite: replace an existing study in `out_dir`; its files, answers
       (responses.sqlite) included, are moved to out_dir/replaced/<time>/, never
       deleted. Without it an existing study raises.
+    about: JSON values recorded in the manifest (`Study.about`), e.g. which run and
+      step made the colorizations, so that the study says what it tested.
 
   Returns:
     The written study (as `load_study(out_dir)` would read it).
@@ -316,6 +327,7 @@ def build_study(
         'study_id': secrets.token_hex(16),
         'seed': int(seed),
         'created_at': created_at,
+        'about': dict(about or {}),
         'pairs': [
             {'pair_id': p.pair_id, 'photo_id': p.photo_id,
              'images': list(p.images), 'real_image': p.real_image}
@@ -367,8 +379,11 @@ def load_study(study_dir: str | os.PathLike[str]) -> Study:
           or not PAIR_ID_RE.match(pair.pair_id)):
         raise StudyError(f'{path}: malformed pair {p!r}')
       pairs.append(pair)
+    about = raw.get('about', {})
+    if not isinstance(about, dict):
+      raise StudyError(f'{path}: "about" is a {type(about).__name__}, not an object')
     study = Study(study_dir, str(raw['study_id']), int(raw['seed']),
-                  str(raw['created_at']), tuple(pairs))
+                  str(raw['created_at']), tuple(pairs), about)
   except (KeyError, TypeError, ValueError) as e:
     if isinstance(e, StudyError):
       raise
