@@ -543,17 +543,21 @@ def test_serve_prints_urls_only_for_a_port_it_listens_on(study_dir, capsys):
     pass
 
 
-def test_serve_on_port_0_prints_the_port_that_answers(study_dir):
+@pytest.mark.parametrize('host', ['127.0.0.1', '0.0.0.0'])
+def test_serve_on_port_0_prints_the_port_that_answers(study_dir, host):
   """With port 0 the system picks a port: the printed participant URL is that port's
-  and answers (it used to print ':0')."""
+  and answers (it used to print ':0'); on every interface it names this machine, not
+  the address 0.0.0.0 that no participant can open."""
+  import socket  # pylint: disable=g-import-not-at-top
   import urllib.request  # pylint: disable=g-import-not-at-top
   code = ('import sys; from colorize_jax.turing import server; '
-          'server.serve(sys.argv[1], port=0, log_level="warning")')
-  proc = subprocess.Popen([sys.executable, '-c', code, str(study_dir)],
+          'server.serve(sys.argv[1], host=sys.argv[2], port=0, log_level="warning")')
+  proc = subprocess.Popen([sys.executable, '-c', code, str(study_dir), host],
                           stdout=subprocess.PIPE, text=True)
   try:
     line = proc.stdout.readline()
-    match = re.search(r'http://127\.0\.0\.1:(\d+)/ ', line)
+    shown = '127.0.0.1' if host == '127.0.0.1' else socket.gethostname()
+    match = re.search(rf'http://{re.escape(shown)}:(\d+)/ ', line)
     assert match and int(match.group(1)) != 0, line
     with urllib.request.urlopen(f'http://127.0.0.1:{match.group(1)}/', timeout=60) as page:
       assert page.status == 200

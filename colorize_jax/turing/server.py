@@ -380,7 +380,9 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
   if not 0 <= port <= 65535:
     raise ValueError(f'port must be in 0..65535, got {port}')
   app = create_app(study_dir, results_token=results_token)
-  shown = f'[{host}]' if ':' in host else host
+  # A wildcard address is no address to give participants: this machine's name is.
+  everywhere = host in ('0.0.0.0', '::', '')
+  shown = socket.gethostname() if everywhere else f'[{host}]' if ':' in host else host
   # Held while serving: a rebuild of this study must not pull it from under the server.
   with study_lib.serving_lock(study_dir), _listening_socket(host, port) as sock:
     port = sock.getsockname()[1]   # the one the system chose for port 0
@@ -389,8 +391,10 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
     print(f'Results:     http://{shown}:{port}/results?token={app.state.results_token}',
           flush=True)
     if host not in ('127.0.0.1', 'localhost', '::1'):
-      print(f'Note: listening on {host}, reachable from other machines; use HTTPS in front '
-            'of it for anything beyond a local network.')
+      print(f'Note: listening on {host or "every interface"}, reachable from other machines'
+            + (f' (by this machine\'s address if the name {shown} does not resolve there)'
+               if everywhere else '') +
+            '; use HTTPS in front of it for anything beyond a local network.')
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             server_header=False, proxy_headers=False)
     uvicorn.Server(config).run(sockets=[sock])
