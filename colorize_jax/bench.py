@@ -70,11 +70,18 @@ def time_calls(fn: Callable[[], Any], steps: int, warmup: int,
   return times
 
 
-def _flops(compiled) -> float:
+def _flops(compiled, inputs: jax.Array) -> float:
+  """FLOPs of one call of `compiled` on all the devices `inputs` is sharded over.
+
+  XLA's cost analysis counts one device's program (each computes its share of the
+  batch), so per image it is that count times the devices over the global batch; work
+  every device repeats (a train step's update of the replicated weights) counts once
+  per device.
+  """
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
-  return float((analysis or {}).get('flops', 0.0))
+  return float((analysis or {}).get('flops', 0.0)) * len(inputs.sharding.device_set)
 
 
 def _sig(x: float, digits: int = 4) -> float:
@@ -141,7 +148,8 @@ def bench_train(programs: _Programs, num_steps: int, warmup: int) -> dict[str, A
     jax.block_until_ready(metrics)
 
   times = time_calls(step, num_steps, warmup)
-  return _summary('train', len(programs.l_norm), times, compile_s, _flops(compiled))
+  return _summary('train', len(programs.l_norm), times, compile_s,
+                  _flops(compiled, programs.l_norm))
 
 
 def bench_infer(programs: _Programs, num_steps: int, warmup: int) -> dict[str, Any]:
@@ -152,7 +160,8 @@ def bench_infer(programs: _Programs, num_steps: int, warmup: int) -> dict[str, A
   compiled, compile_s = _compiled(programs.generate, generator, programs.l_norm)
   times = time_calls(lambda: jax.block_until_ready(compiled(generator, programs.l_norm)),
                      2 * num_steps, warmup)
-  return {**_summary('infer', len(programs.l_norm), times, compile_s, _flops(compiled)),
+  return {**_summary('infer', len(programs.l_norm), times, compile_s,
+                     _flops(compiled, programs.l_norm)),
           'prepare_s': round(prepare_s, 2)}
 
 

@@ -34,9 +34,11 @@ def setup_runtime() -> None:
 
 
 def _require(flags, *names) -> None:
+  """Exits with the usage status (2) if a flag in `names` was not given."""
   missing = [f'--{n}' for n in names if getattr(flags, n) is None]
   if missing:
-    raise SystemExit(f'error: this mode needs {" and ".join(missing)}')
+    print(f'error: this mode needs {" and ".join(missing)}', file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
 
 
 def train(flags, args) -> int:
@@ -384,7 +386,7 @@ def bench(flags, args) -> int:
     print(f'error: {len(e.errors)} benchmark part(s) failed ({", ".join(e.errors)}); the '
           f'other parts ran and their records were kept', file=sys.stderr)
     return EXIT_PARTIAL
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:   # OSError: a --config file that cannot be read
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   return EXIT_OK

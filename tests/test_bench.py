@@ -168,3 +168,39 @@ def test_layers_part_times_every_formulation_of_every_conv_layer(config):
       assert r[f'{part}_fastest'] == min(r[f'{part}_ms'], key=r[f'{part}_ms'].get)
       assert r[f'{part}_plan_over_fastest'] == pytest.approx(
           r[f'{part}_ms'][chosen] / min(r[f'{part}_ms'].values()), rel=1e-2)
+
+
+def test_flops_per_image_do_not_depend_on_the_device_count(records, tmp_path):
+  """XLA's cost analysis counts one device's share: on 2 devices the FLOPs per image of
+  inference are those of 1 device, and the train step's at least those (every device also
+  updates all the replicated weights) (both once came out halved)."""
+  code = '\n'.join([
+      'import json, pathlib, sys, types',
+      'from colorize_jax import cli',
+      'from tests import helpers',
+      'photos = helpers.make_photo_folder(pathlib.Path(sys.argv[1]) / "photos")',
+      'config = helpers.tiny_config(photos)',
+      'assert cli.bench(types.SimpleNamespace(config=config), ["--parts", "train,infer", '
+      '"--steps", "3", "--warmup", "0", "--out", sys.argv[1] + "/two.jsonl"]) == 0',
+  ])
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
+                        ' --xla_force_host_platform_device_count=2').strip())
+  subprocess.run([sys.executable, '-c', code, str(tmp_path)], check=True, env=env,
+                 timeout=900)
+  two = [json.loads(line) for line in (tmp_path / 'two.jsonl').read_text().splitlines()]
+  assert [r['devices'] for r in two] == [2, 2]
+  (train_1, infer_1), (train_2, infer_2) = records[:2], two
+  assert infer_2['gflop_per_image'] == pytest.approx(infer_1['gflop_per_image'], rel=0.02)
+  assert train_1['gflop_per_image'] <= train_2['gflop_per_image'] < (
+      1.5 * train_1['gflop_per_image'])
+
+
+def test_a_missing_or_unreadable_config_is_a_usage_error(tmp_path):
+  """No --config, or a --config file that does not exist, exits with the usage status and
+  one error line, not a traceback (the second once escaped as an OSError)."""
+  for args in ([], ['--config', str(tmp_path / 'nonexistent.py')]):
+    done = subprocess.run([sys.executable, 'launch.py', 'bench', *args, '--parts', 'train'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == cli.EXIT_USAGE, done.stderr
+    assert 'error:' in done.stderr and 'Traceback' not in done.stderr, done.stderr
