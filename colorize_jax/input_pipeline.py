@@ -53,8 +53,11 @@ _AUGMENT_TAG = 0x4147
 # hierarchy" sheet (linked from github.com/CSAILVision/places365) is "outdoor,
 # natural" -- its level-2 groups "water, ice, snow", "mountains, hills, desert,
 # sky" and "forest, field, jungle". Classes the sheet puts under both "outdoor,
-# natural" and "outdoor, man-made" (cultivated fields, hayfields, vineyards,
-# rice paddies, mountain paths, parks, gardens, dams, ...) are left out.
+# natural" and "outdoor, man-made" (field/cultivated, hayfield, vineyard,
+# rice_paddy, mountain_path, park, formal_garden, dam, ...) are left out. Five crop
+# classes are in (corn_field, wheat_field, orchard, pasture, tree_farm): kept as
+# "outdoor, natural" only when the list was made; not re-checked against the sheet
+# since (it cannot be fetched offline).
 # Names as TFDS `places365_small` spells its labels ('/b/badlands' ->
 # 'badlands'); `config.data.places_classes` overrides the list.
 PLACES365_NATURE_CLASSES = (

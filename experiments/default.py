@@ -15,7 +15,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.image_size = 256            # sec. 3: the generator reads L of 256x256 images
-  config.batch_size = 16             # global batch, split over all devices
+  config.batch_size = 16             # global batch, split over all devices; the paper gives
+                                     # none (pix2pix: 1): ours, for BatchNorm and throughput
   config.num_epochs = 20             # sec. 3: 20 epochs, a model saved every epoch
 
   config.data = ml_collections.ConfigDict()
@@ -25,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_train = 15_000     # sec. 3
   config.data.num_val = 3_000        # sec. 3
   config.data.val_fraction = 0.1     # `folder` without train/ and val/ subfolders
+  # The paper names no augmentation: no crops by default (pix2pix's jitter, resize to
+  # 286 and crop, differs); mirroring (pix2pix's) keeps every photo's colours plausible.
   config.data.random_resized_crop = False
   config.data.crop_scale = (0.5, 1.0)
   config.data.flip = True
@@ -47,12 +50,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.l1_weight = 100.0      # pix2pix lambda
   config.loss.real_label = 0.9       # sec. 3: one-sided label smoothing
-  config.loss.d_loss_scale = 0.5     # pix2pix halves D's loss to slow D down
+  # pix2pix halves D's loss; sec. 3 does not (1.0, experiments/paper.py). D has its own
+  # Adam, which is invariant to a constant scale of the loss: only the logged d_loss halves.
+  config.loss.d_loss_scale = 0.5
 
   config.optim = ml_collections.ConfigDict()
-  # sec. 3: Adam for both nets with different learning rates (values not given):
-  # pix2pix's 2e-4 / beta1 0.5 for G; D at half G's rate, so that D, which wins
-  # early on colorization, does not starve G of gradient (Salimans et al. 2016).
+  # sec. 3: Adam for both nets with different learning rates (values not given; the
+  # paper cites Salimans et al. 2016 for differing rates, not for which is larger):
+  # pix2pix's 2e-4 / beta1 0.5 for G; D at half G's rate (our choice), so that D,
+  # which wins early on colorization, does not starve G of gradient.
   config.optim.g_learning_rate = 2e-4
   config.optim.g_b1 = 0.5
   config.optim.g_b2 = 0.999

@@ -19,13 +19,14 @@ def get_config():
   config.data.samples_per_epoch = None     # sec. 3: each epoch one pass, shuffled
   config.image_size = 256                  # sec. 3: L of a 256x256 image
   config.num_epochs = 20                   # sec. 3: 20 epochs, a model saved every epoch
-  config.keep_checkpoints = None           # sec. 4: every epoch's model is ranked
+  config.keep_checkpoints = None           # sec. 3 saves every epoch's model; sec. 4 ranks them
   # sec. 3, model: U-Net generator, PatchGAN discriminator with 34x34 patches.
   config.model.disc_layers = 2
   # sec. 3, losses: adversarial + mean absolute difference (pix2pix's lambda = 100;
   # the paper gives no value), label smoothing 1 -> 0.9 for real patches.
   config.loss.l1_weight = 100.0
   config.loss.real_label = 0.9
+  config.loss.d_loss_scale = 1.0           # sec. 3: D's loss is the BCE, not pix2pix's half
   # sec. 3: Adam for both nets with different learning rates (values not given).
   config.optim.g_learning_rate = 2e-4
   config.optim.d_learning_rate = 1e-4
