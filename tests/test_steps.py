@@ -229,3 +229,27 @@ def test_prepared_generator_gives_the_same_colours_in_no_more_memory(gan):
   np.testing.assert_allclose(generate(prepared, l_norm), want, rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match='prepared for 32x32'):
     steps.generate_ab(gan, prepared, jnp.zeros((1, 64, 64, 1)))
+
+
+def test_the_discriminators_loss_scale_only_scales_the_logged_loss(gan, train_step, batch):
+  """D has its own Adam, which divides each gradient by its running magnitude: a step with
+  pix2pix's halved D loss (the default) and one with the paper's whole loss move D's
+  weights alike up to Adam's eps (a tenth of an update at most), leave G's but for a few
+  weights whose gradient is near zero, and log d_loss in the ratio of the scales (what
+  experiments/default.py says of it; with plain SGD D's updates would halve). Over many
+  steps GAN training amplifies such differences, as it does rounding differences."""
+  config = tiny_config()
+  config.loss.d_loss_scale = 1.0
+  whole = steps.GAN.from_config(config)
+  assert gan.d_loss_scale == 0.5
+  states = {}
+  for name, g, step in (('half', gan, train_step),
+                        ('whole', whole, steps.compile_train_step(whole))):
+    state, metrics = step(fresh_state(g), batch)
+    states[name] = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)])
+                    for params in (state.discriminator.params, state.generator.params)]
+    states[name].append(float(metrics['d_loss']))
+  (d_half, g_half, loss_half), (d_whole, g_whole, loss_whole) = states['half'], states['whole']
+  assert np.abs(d_half - d_whole).max() < 0.1 * config.optim.d_learning_rate
+  assert np.mean(np.abs(g_half - g_whole) > 1e-5) < 1e-3
+  assert loss_whole == pytest.approx(2 * loss_half, rel=1e-4)
