@@ -18,6 +18,7 @@ can time this implementation in the same run as the peers:
 """
 
 import argparse
+import collections
 import functools
 import itertools
 import json
@@ -90,11 +91,12 @@ def _sig(x: float, digits: int = 4) -> float:
 
 
 def _summary(what: str, batch: int, times: list[float], compile_s: float,
-             flops_per_call: float) -> dict[str, Any]:
+             compile_cache: str, flops_per_call: float) -> dict[str, Any]:
   median = statistics.median(times)
   out = {'what': what, 'images_per_s': _sig(batch / median),
          'step_s_median': _sig(median), 'step_s_min': _sig(min(times)),
-         'steps_timed': len(times), 'compile_s': round(compile_s, 2)}
+         'steps_timed': len(times), 'compile_s': round(compile_s, 2),
+         'compile_cache': compile_cache}
   if flops_per_call:
     out['gflop_per_image'] = _sig(flops_per_call / batch / 1e9)
     out['achieved_gflops'] = _sig(flops_per_call / median / 1e9)
@@ -130,17 +132,45 @@ def _programs(gan: steps.GAN, size: int, batch_size: int, mesh: jax.sharding.Mes
   return _Programs(new_state, batch, l_norm, train_step, generate, prepare)
 
 
+# JAX's persistent compilation cache reports through jax.monitoring events.
+_CACHE_EVENTS: collections.Counter = collections.Counter()
+_CACHE_EVENT_PREFIX = '/jax/compilation_cache/'
+
+
+@functools.cache
+def _count_cache_events() -> None:
+  """Starts counting the compilation cache's events (once per process)."""
+  def listen(event: str, **kwargs) -> None:
+    del kwargs
+    if event.startswith(_CACHE_EVENT_PREFIX):
+      _CACHE_EVENTS[event[len(_CACHE_EVENT_PREFIX):]] += 1
+  jax.monitoring.register_event_listener(listen)
+
+
 def _compiled(jitted, *args):
-  """(the compiled program, seconds it took to compile)."""
+  """(the compiled program, seconds it took, how it was obtained): 'hit' from the
+  persistent compilation cache, 'miss' compiled by XLA (minutes at 256px, where a hit
+  takes seconds), 'memory' already compiled in this process, 'off' no cache folder
+  configured (compiled by XLA)."""
+  _count_cache_events()
+  before = dict(_CACHE_EVENTS)
   start = time.perf_counter()
   compiled = jitted.lower(*args).compile()
-  return compiled, time.perf_counter() - start
+  seconds = time.perf_counter() - start
+  new = {k: v - before.get(k, 0) for k, v in _CACHE_EVENTS.items()}
+  if jax.config.jax_compilation_cache_dir is None:
+    cache = 'off'
+  elif not new.get('compile_requests_use_cache'):
+    cache = 'memory'
+  else:
+    cache = 'hit' if new.get('cache_hits') and not new.get('cache_misses') else 'miss'
+  return compiled, seconds, cache
 
 
 def bench_train(programs: _Programs, num_steps: int, warmup: int) -> dict[str, Any]:
   """Train-step throughput on random uint8 photos already on the device."""
   state = programs.new_state()
-  compiled, compile_s = _compiled(programs.train_step, state, programs.batch)
+  compiled, compile_s, cache = _compiled(programs.train_step, state, programs.batch)
   box = [state]
 
   def step():
@@ -148,7 +178,7 @@ def bench_train(programs: _Programs, num_steps: int, warmup: int) -> dict[str, A
     jax.block_until_ready(metrics)
 
   times = time_calls(step, num_steps, warmup)
-  return _summary('train', len(programs.l_norm), times, compile_s,
+  return _summary('train', len(programs.l_norm), times, compile_s, cache,
                   _flops(compiled, programs.l_norm))
 
 
@@ -157,10 +187,10 @@ def bench_infer(programs: _Programs, num_steps: int, warmup: int) -> dict[str, A
   start = time.perf_counter()
   generator = jax.block_until_ready(programs.prepare(programs.new_state().generator))
   prepare_s = time.perf_counter() - start
-  compiled, compile_s = _compiled(programs.generate, generator, programs.l_norm)
+  compiled, compile_s, cache = _compiled(programs.generate, generator, programs.l_norm)
   times = time_calls(lambda: jax.block_until_ready(compiled(generator, programs.l_norm)),
                      2 * num_steps, warmup)
-  return {**_summary('infer', len(programs.l_norm), times, compile_s,
+  return {**_summary('infer', len(programs.l_norm), times, compile_s, cache,
                      _flops(compiled, programs.l_norm)),
           'prepare_s': round(prepare_s, 2)}
 
@@ -333,7 +363,8 @@ def bench_peak(n: int | None = None, repeats: int = 10) -> dict[str, Any]:
 
   matmul_tflop = 2 * n ** 3 / 1e12
   record = {'what': 'peak', 'matmul_n': n}
-  for name, precision, dtype in (('f32', None, jnp.float32), ('f32_highest', 'highest', jnp.float32),
+  for name, precision, dtype in (('f32', None, jnp.float32),
+                                 ('f32_highest', 'highest', jnp.float32),
                                  ('bf16', None, jnp.bfloat16)):
     x, y = a.astype(dtype), b.astype(dtype)
     matmul = functools.partial(jnp.matmul, precision=precision,

@@ -204,3 +204,28 @@ def test_a_missing_or_unreadable_config_is_a_usage_error(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == cli.EXIT_USAGE, done.stderr
     assert 'error:' in done.stderr and 'Traceback' not in done.stderr, done.stderr
+
+
+def test_compile_records_say_where_the_program_came_from(tmp_path):
+  """A compile time means little without knowing whether XLA compiled (minutes at 256px)
+  or the persistent cache answered (seconds): records say 'miss', then 'hit' in a new
+  process, 'memory' within one, 'off' with no cache folder."""
+  code = '\n'.join([
+      'import jax, jax.numpy as jnp',
+      'from colorize_jax import bench',
+      'f = jax.jit(lambda x: jnp.sin(x) @ x.T * 3.0 + 1.25)',
+      'print(bench._compiled(f, jnp.ones((32, 32)))[2], bench._compiled(f, jnp.ones((32, 32)))[2])',
+  ])
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'cache'),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', PYTHONPATH=ROOT)
+  seen = [subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.split() for _ in range(2)]
+  assert seen == [['miss', 'memory'], ['hit', 'memory']]
+  del env['JAX_COMPILATION_CACHE_DIR']
+  off = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                       check=True, timeout=300).stdout.split()
+  assert off == ['off', 'off']
+
+
+def test_step_records_name_their_compile_cache(records):
+  assert {r['compile_cache'] for r in records[:2]} <= {'hit', 'miss', 'memory'}
