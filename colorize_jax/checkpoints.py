@@ -178,9 +178,14 @@ class Checkpoints:
     """Starts saving `state` and `meta` (JSON-serialisable) as checkpoint `step`.
 
     The write finishes in the background; `wait()` blocks until it is on disk.
-    Checkpoints that earlier saves superseded are deleted first (see the class).
+    Checkpoints that earlier saves superseded are deleted first (see the class), and
+    so is an interruption checkpoint at `step` itself (an epoch's training saved when
+    its validation failed, now validated).
     """
     self._prune()
+    if step in self.all_steps() and not self.is_epoch_end(step):
+      self._manager.delete(step)
+      self._epoch_end.pop(step, None)
     self._epoch_end[step] = bool(meta.get('epoch_end', True))
     self._writing = step
     with self._saving(step, background=False):

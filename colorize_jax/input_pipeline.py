@@ -773,14 +773,14 @@ class DataReadError(RuntimeError):
   """An image that was readable when the run started cannot be read any more."""
 
 
-def _clear_read_errors(batches: Iterator[Any]) -> Iterator[Any]:
+def _clear_read_errors(batches: Iterator[Any], split: str = 'training') -> Iterator[Any]:
   """`batches`, with TensorFlow's errors from reading the images as a `DataReadError`."""
   try:
     yield from batches
   except tf.errors.OpError as e:
     first_line = (e.message.strip().splitlines() or [''])[0][:300]
     raise DataReadError(
-        f'Reading the training images failed ({type(e).__name__}: {first_line}). Were files '
+        f'Reading the {split} images failed ({type(e).__name__}: {first_line}). Were files '
         'of the dataset changed or damaged after the run started? Restore them (or start a '
         'new run), then run the same command to resume from the last checkpoint.') from e
 
@@ -829,4 +829,4 @@ def val_batches(splits: Splits, *, image_size: int, global_batch_size: int,
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   ds = ds.batch(local, drop_remainder=True).prefetch(2)
-  return iter(ds.with_options(_options()).as_numpy_iterator())
+  return _clear_read_errors(ds.with_options(_options()).as_numpy_iterator(), 'validation')

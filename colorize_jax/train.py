@@ -368,7 +368,13 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
   validator = _Validator(config, splits, gan, mesh, writer, workdir)
 
   def end_epoch(state, epoch: int) -> None:
-    results = validator(state, epoch)
+    try:
+      results = validator(state, epoch)
+    except BaseException:
+      # The epoch's training is done: keep it, as a checkpoint that a rerun validates.
+      ckpts.save(state_step(state), state, {'epoch': epoch, 'epoch_end': False,
+                                            'steps_per_epoch': steps_per_epoch})
+      raise
     logging.info('Epoch %d/%d: %s', epoch + 1, config.num_epochs,
                  ', '.join(f'{k}={v:.4g}' for k, v in sorted(results.items())))
     ckpts.save(state_step(state), state, {'epoch': epoch + 1, 'epoch_end': True,

@@ -299,3 +299,26 @@ def test_a_run_without_validation_images_trains_and_saves(tmp_path):
   assert checkpoints.Checkpoints(tmp_path / 'run', read_only=True).all_steps() == [
       STEPS_PER_EPOCH]
   assert not (tmp_path / 'run' / 'samples').exists()
+
+
+def test_a_validation_read_error_keeps_the_epoch_it_ends(photos, uninterrupted, tmp_path,
+                                                        monkeypatch):
+  """A validation image that can no longer be read stops the run with a DataReadError
+  after saving the epoch's training (as a checkpoint that a rerun validates; the whole
+  epoch was once lost), and the rerun ends bitwise where an uninterrupted run does."""
+  _, expected = uninterrupted
+  real = train.input_pipeline.val_batches
+
+  def damaged(*args, **kwargs):
+    raise train.input_pipeline.DataReadError('Reading the validation images failed')
+    yield from real(*args, **kwargs)  # pylint: disable=unreachable
+
+  with monkeypatch.context() as patch:
+    patch.setattr(train.input_pipeline, 'val_batches', damaged)
+    with pytest.raises(train.input_pipeline.DataReadError, match='validation images'):
+      train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  ckpts = checkpoints.Checkpoints(tmp_path, read_only=True)
+  assert ckpts.all_steps() == [STEPS_PER_EPOCH]
+  assert not ckpts.read_meta(STEPS_PER_EPOCH)['epoch_end']
+  resumed = train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, _params(resumed), expected)
