@@ -9,6 +9,7 @@ ends with the parameters of an uninterrupted one.
 
 import contextlib
 import functools
+import hashlib
 import os
 import signal
 import threading
@@ -36,7 +37,12 @@ from colorize_jax import visualize
 
 # Fields a run cannot change when it resumes: they define the state's shapes or
 # the meaning of a step.
-_FROZEN_ON_RESUME = ('image_size', 'batch_size', 'seed', 'model.')
+# A resumed run must keep these (a prefix ending in '.' covers a whole section): the
+# state's shapes, the data order, and which photos are trained and validated on.
+_FROZEN_ON_RESUME = ('image_size', 'batch_size', 'seed', 'model.', 'data.source',
+                     'data.folder', 'data.places_classes', 'data.num_train', 'data.num_val',
+                     'data.val_fraction')
+_DATA_PATHS = ('folder', 'tfds_data_dir')   # config.data fields that name folders
 LOCK_FILE = '.train.lock'   # in the workdir, see `_workdir_lock`
 
 
@@ -131,10 +137,30 @@ def colorize_step(state: steps.GANState, rgb: jnp.ndarray, gan: steps.GAN) -> jn
   return color.model_outputs_to_rgb(l_norm, steps.generate_ab(gan, state.generator, l_norm))
 
 
+def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose data folders are absolute: the run's config.json must name
+  the same photos from wherever `evaluate`, `select` or a resume is run."""
+  config = config.copy_and_resolve_references()
+  for name in _DATA_PATHS:
+    if config.data.get(name):
+      config.data[name] = os.path.abspath(os.path.expanduser(config.data[name]))
+  return config
+
+
+def data_signature(splits: input_pipeline.Splits) -> str:
+  """16 hex digits naming which images are trained and validated on, in which order."""
+  digest = hashlib.sha256()
+  for image_set in (splits.train, splits.val):
+    for name in image_set.names:
+      digest.update(os.fsencode(name) + b'\0')
+    digest.update(b'\1')
+  return digest.hexdigest()[:16]
+
+
 def _check_resumable(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   """Refuses to resume with a config that changes the state's shapes or the data order."""
   try:
-    saved = checkpoints.load_config(workdir)
+    saved = _absolute_paths(checkpoints.load_config(workdir))   # runs that saved them relative
   except FileNotFoundError:
     logging.warning('%s has checkpoints but no %s: resuming without checking that this config '
                     'matches the one they were saved with.', workdir, checkpoints.CONFIG_FILE)
@@ -283,6 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     input_pipeline.DataReadError: images that could be read at the start cannot be.
   """
   _validate_config(config)
+  config = _absolute_paths(config)
   workdir = epath.Path(os.path.abspath(workdir))
   mesh = parallel.make_mesh(config.get('num_devices', None))
   parallel.check_batch_size(config.batch_size, mesh)
@@ -332,6 +359,11 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
       raise ValueError(
           f'{workdir} was trained with {meta["steps_per_epoch"]} steps per epoch, this config '
           f'gives {steps_per_epoch} (the dataset or batch size changed); use a new --workdir.')
+    if meta.get('data', data_signature(splits)) != data_signature(splits):
+      raise ValueError(
+          f'The images of {workdir} changed since it was trained (files added, removed or '
+          f'renamed: now {splits.num_train} train / {splits.num_val} val): resuming would '
+          'train on other photos in another order. Restore them, or use a new --workdir.')
     if state_step(state) >= total_steps and meta.get('epoch_end', True):
       logging.warning('%s is already trained for %d epochs (num_epochs=%d): nothing to do; '
                       'raise num_epochs to train on.', workdir, meta.get('epoch', 0),
@@ -360,6 +392,7 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
   """Epochs from `state` to config.num_epochs; see `train_and_evaluate`."""
   total_steps = steps_per_epoch * config.num_epochs
   replicated = parallel.replicated(mesh)
+  data = data_signature(splits)
 
   train_step = steps.compile_train_step(
       gan, in_shardings=(replicated, parallel.batch_sharded(mesh)),
@@ -373,12 +406,13 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
     except BaseException:
       # The epoch's training is done: keep it, as a checkpoint that a rerun validates.
       ckpts.save(state_step(state), state, {'epoch': epoch, 'epoch_end': False,
-                                            'steps_per_epoch': steps_per_epoch})
+                                            'steps_per_epoch': steps_per_epoch, 'data': data})
       raise
     logging.info('Epoch %d/%d: %s', epoch + 1, config.num_epochs,
                  ', '.join(f'{k}={v:.4g}' for k, v in sorted(results.items())))
     ckpts.save(state_step(state), state, {'epoch': epoch + 1, 'epoch_end': True,
-                                          'steps_per_epoch': steps_per_epoch, 'val': results})
+                                          'steps_per_epoch': steps_per_epoch, 'data': data,
+                                          'val': results})
 
   step = state_step(state)
   # Interrupted after an epoch's last step but before its validation and save.
@@ -415,7 +449,7 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
         stop.saving = True
         if step % steps_per_epoch:  # else the epoch is ended below, before exiting
           ckpts.save(step, state, {'epoch': epoch, 'epoch_end': False,
-                                   'steps_per_epoch': steps_per_epoch})
+                                   'steps_per_epoch': steps_per_epoch, 'data': data})
           logging.warning('Interrupted at step %d: checkpoint saved. Run the same command to '
                           'resume.', step)
           break

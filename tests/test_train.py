@@ -182,7 +182,7 @@ def test_refused_relaunches_change_nothing_and_a_finished_run_is_left_alone(
   workdir, expected = uninterrupted
   before = (workdir / checkpoints.CONFIG_FILE).read_text()
   fewer = helpers.make_photo_folder(tmp_path_factory.mktemp('fewer'), 8, 3)
-  with pytest.raises(ValueError, match='steps per epoch'):
+  with pytest.raises(ValueError, match='data.folder'):
     train.train_and_evaluate(tiny_config(fewer), str(workdir))
   assert (workdir / checkpoints.CONFIG_FILE).read_text() == before
   for num_epochs in (2, 1):
@@ -322,3 +322,25 @@ def test_a_validation_read_error_keeps_the_epoch_it_ends(photos, uninterrupted, 
   assert not ckpts.read_meta(STEPS_PER_EPOCH)['epoch_end']
   resumed = train.train_and_evaluate(tiny_config(photos), str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, _params(resumed), expected)
+
+
+def test_a_run_records_its_photos_absolutely_and_refuses_other_ones(tmp_path, monkeypatch):
+  """A relative data folder is stored absolute (evaluate, select and resumes run from other
+  folders); resuming with another folder, or after the photos under it were added, removed
+  or renamed (same number of steps), is refused: it would train on other photos."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  helpers.make_photo_folder(tmp_path / 'photos', NUM_TRAIN, 3)
+  shutil.copytree(tmp_path / 'photos', tmp_path / 'other')
+  monkeypatch.chdir(tmp_path)
+  config = tiny_config('photos', num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert checkpoints.load_config(tmp_path / 'run').data.folder == str(tmp_path / 'photos')
+  assert config.data.folder == 'photos'   # the caller's config is left as it was
+  longer = tiny_config(tmp_path / 'other', num_epochs=2)
+  with pytest.raises(ValueError, match='data.folder'):
+    train.train_and_evaluate(longer, str(tmp_path / 'run'))
+  train_dir = tmp_path / 'photos' / 'train'
+  first = sorted(train_dir.iterdir())[0]
+  first.rename(train_dir / ('renamed_' + first.name))
+  with pytest.raises(ValueError, match='images of .* changed'):
+    train.train_and_evaluate(tiny_config(tmp_path / 'photos', num_epochs=2), str(tmp_path / 'run'))
