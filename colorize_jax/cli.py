@@ -271,7 +271,7 @@ def evaluate(flags, args) -> int:
       prog='launch.py evaluate --workdir RUN',
       description='Evaluates one checkpoint on the run\'s validation split (or --data DIR) '
       'against the gray baseline and the real photos; writes metrics.json and report.html to '
-      'RUN/eval/<data>/step_<N>/.',
+      'RUN/eval/<data>/step_<N>[-<weights>]/.',
       epilog='Exit status: 0 done (IS / FID may be missing: the report says why); 2 bad '
       'options, no such run or checkpoint, or no usable evaluation images.')
   _step_options(parser)

@@ -17,7 +17,7 @@ sees it: short side resized to the training size, centre-cropped, so the
 model's PSNR, AuC, CF and realism here equal the checkpoint's logged val/psnr,
 val/auc, val/cf and val/d_fake_prob) or any folder of colour photos.
 
-  workdir/eval/<data>/step_<N>/
+  workdir/eval/<data>/step_<N>[-<inception weights, if not the default>]/
     metrics.json   the numbers, and the cache key they were computed for
     report.html    metric table (model, gray baseline, real photos) + examples
     examples.png   gray input | colorized | real photo, first images
@@ -184,7 +184,11 @@ def _folder_signature(root: str) -> str:
   """A hash of the image files under root: relative paths, sizes, modification times."""
   entries = []
   for path in images_lib.list_images(root):
-    st = os.stat(path)
+    try:
+      st = os.stat(path)
+    except OSError:   # a dangling link: unreadable, left out when the photos are read
+      entries.append(f'{os.path.relpath(path, root)}\tmissing')
+      continue
     entries.append(f'{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}')
   return _sha('\n'.join(entries), 32)
 
@@ -270,6 +274,14 @@ def folder_data(folder: str, max_images: int | None = None) -> EvalData:
 # Inception weights.
 
 
+def _file_digest(path: str, algorithm: str) -> str:
+  digest = hashlib.new(algorithm)
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
 class InceptionSource:
   """Which InceptionV3 weights IS and FID use, built on first need.
 
@@ -284,25 +296,35 @@ class InceptionSource:
     self._scorer = None
     self._probed = True   # whether `id` is known to be right (see `id`)
     self.reason: str | None = None   # why IS / FID are missing
+    # Results of other weights go to other folders (`tag`): an evaluation without IS must
+    # not overwrite one with it that a leaderboard links to.
+    self.tag = ''
     if weights is None:
       self._id, self.reason = None, 'Inception metrics were turned off (--inception-weights none).'
+      self.tag = 'no-inception'
     elif weights == 'random':
-      self._id = 'random-weights (tests only)'
+      self._id, self.tag = 'random-weights (tests only)', 'random-inception'
     elif weights == 'imagenet':
       cached = os.path.join(inception.keras_cache_dir(), 'models', inception.IMAGENET_WEIGHTS_FILE)
       self._id = f'imagenet:{inception.IMAGENET_WEIGHTS_MD5}'
       self._probed = os.path.isfile(cached)
+      if self._probed and _file_digest(cached, 'md5') != inception.IMAGENET_WEIGHTS_MD5:
+        # Keras checks the hash when it downloads, not when it loads: a damaged file would
+        # fail at every run, and results cached under the right id would never be found.
+        self._id, self.reason = None, (
+            f'The cached InceptionV3 weights {cached} are damaged (their MD5 is not '
+            f'{inception.IMAGENET_WEIGHTS_MD5}); delete the file to download it again.')
     else:
       path = os.path.abspath(os.fspath(weights))
       if not os.path.isfile(path):
         # Asked for by name: a typo must not quietly drop IS and FID.
         raise FileNotFoundError(f'InceptionV3 weights file {path} does not exist.')
       else:
-        digest = hashlib.sha256()
-        with open(path, 'rb') as f:
-          for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-        self._id = f'file:{path}:sha256:{digest.hexdigest()[:16]}'
+        digest = _file_digest(path, 'sha256')[:16]
+        self._id, self.tag = f'file:{path}:sha256:{digest}', f'inception-{digest[:8]}'
+        # Loaded before its id is used: a file that cannot be loaded gives results keyed
+        # without IS, found again by the next run (and not recomputed every time).
+        self._probed = False
 
   @property
   def id(self) -> str | None:
@@ -542,7 +564,10 @@ class Evaluator:
 
   def result_dir(self, workdir: epath.PathLike, config: ml_collections.ConfigDict,
                  step: int) -> epath.Path:
-    return epath.Path(workdir) / EVAL_DIR / self.data_for(config).tag / f'step_{int(step)}'
+    """workdir/eval/<data>/step_<N>[-<weights>]: one folder per data, step and Inception
+    weights asked for (ImageNet's, the default, without a suffix)."""
+    name = f'step_{int(step)}' + (f'-{self.inception.tag}' if self.inception.tag else '')
+    return epath.Path(workdir) / EVAL_DIR / self.data_for(config).tag / name
 
   def cached_result(self, workdir: epath.PathLike, step: int) -> dict[str, Any] | None:
     """The stored metrics of `step` if they were computed for the current key, else None."""
@@ -569,7 +594,7 @@ class Evaluator:
     Args:
       workdir: the run.
       step: None (latest), 'best' or a step.
-      use_cache: reuse workdir/eval/<data>/step_<N>/metrics.json if its key matches.
+      use_cache: reuse the metrics.json of `result_dir` if its key matches.
       image_progress: a progress bar over the images (if `progress`).
 
     Returns:
@@ -929,7 +954,9 @@ def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', 
     raise ValueError('select needs at least one workdir.')
   if top < 1:
     raise ValueError(f'top must be >= 1, got {top}')
-  workdirs = [os.path.abspath(os.fspath(w)) for w in workdirs]
+  # One run named twice (runs/r1, runs/r1/, a link to it) is ranked once.
+  workdirs = list({os.path.realpath(os.fspath(w)): os.path.abspath(os.fspath(w))
+                   for w in workdirs}.values())
   # The candidates are epochs' checkpoints (sec. 4); one saved on an interruption
   # holds half an epoch and goes once the run is resumed past it.
   plan = [(w, s) for w in workdirs for s in inference.available_steps(w, epoch_ends_only=True)]

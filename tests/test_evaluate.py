@@ -146,7 +146,7 @@ def test_report_files_and_missing_inception_reason(result):
   """evaluate writes metrics.json, report.html (3 systems, why IS/FID are missing) and the example
   grid."""
   folder = result['dir']
-  assert folder.endswith(os.path.join('eval', 'val', 'step_3'))
+  assert folder.endswith(os.path.join('eval', 'val', 'step_3-no-inception'))
   stored = json.loads(open(os.path.join(folder, 'metrics.json')).read())
   assert stored['rows'] == json.loads(json.dumps(result['rows']))
   assert result['rows']['model'].get('inception_score') is None
@@ -173,15 +173,40 @@ def test_inception_metrics_with_random_weights(runs):
   assert out['inception_weights'].startswith('random')
 
 
-def test_unloadable_inception_weights_leave_the_other_metrics(runs, tmp_path):
-  """A weights file that cannot be loaded leaves IS / FID missing with the reason; the rest
-  is computed. (One that is not there at all is an error: see below.)"""
+def test_unloadable_inception_weights_leave_the_other_metrics(runs, tmp_path,
+                                                               count_evaluations, monkeypatch):
+  """A weights file that cannot be loaded (or a damaged cached ImageNet file) leaves IS /
+  FID missing with the reason; the rest is computed, and cached: a rerun finds it (it was
+  recomputed every time). (A file that is not there at all is an error: see below.)"""
   broken = tmp_path / 'inception.h5'
   broken.write_bytes(b'not InceptionV3 weights')
-  out = evaluate.evaluate(runs[0], 3, inception_weights=str(broken), progress=False,
-                          use_cache=False)
-  assert str(broken) in out['unavailable']['inception_score']
-  assert out['rows']['model']['psnr'] is not None and 'fid' not in out['rows']['model']
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
+  for _ in range(2):
+    out = evaluate.evaluate(str(run), 3, inception_weights=str(broken), progress=False)
+    assert str(broken) in out['unavailable']['inception_score']
+    assert out['rows']['model']['psnr'] is not None and 'fid' not in out['rows']['model']
+  assert len(count_evaluations) == 1
+  keras_home = tmp_path / 'keras'
+  (keras_home / 'models').mkdir(parents=True)
+  (keras_home / 'models' / inception.IMAGENET_WEIGHTS_FILE).write_bytes(b'half a download')
+  monkeypatch.setenv('KERAS_HOME', str(keras_home))
+  for _ in range(2):
+    out = evaluate.evaluate(str(run), 3, progress=False)
+    assert 'damaged' in out['unavailable']['inception_score']
+  assert len(count_evaluations) == 2
+
+
+def test_results_of_other_inception_weights_never_overwrite_each_other(runs, tmp_path):
+  """An evaluation without Inception (or with other weights) writes its own folder: the
+  report with IS that a leaderboard links to stays as it was."""
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
+  with_is = evaluate.evaluate(str(run), 6, inception_weights='random', progress=False)
+  before = open(os.path.join(with_is['dir'], 'metrics.json')).read()
+  without = evaluate.evaluate(str(run), 6, inception_weights=None, progress=False)
+  assert without['dir'] != with_is['dir']
+  assert open(os.path.join(with_is['dir'], 'metrics.json')).read() == before
 
 
 def test_low_rank_fid_equals_the_reference_formula():
@@ -450,3 +475,23 @@ def test_cli_evaluate_prints_the_table(runs, capsys):
   text = capsys.readouterr().out
   assert 'gray baseline' in text and 'real photos' in text and 'report.html' in text
   assert cli.evaluate(flags, ['--step', '4', '--inception-weights', 'none']) == 2
+
+
+def test_a_dangling_link_among_the_photos_is_skipped_like_an_unreadable_file(runs, tmp_path):
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  for i in range(2):
+    Image.fromarray(photo(36, 36, 500 + i)).save(folder / f'c{i}.png')
+  os.symlink(tmp_path / 'nowhere.jpg', folder / 'gone.jpg')
+  out = evaluate.evaluate(runs[1], 3, data_dir=str(folder), inception_weights=None,
+                          progress=False)
+  assert out['num_images'] == 2 and out['skipped'] == {'unreadable': 1}
+
+
+def test_select_ranks_a_run_named_twice_once(runs, tmp_path):
+  """runs/r1, runs/r1/ and a link to it are one run: its checkpoints are ranked once."""
+  os.symlink(runs[0], tmp_path / 'link')
+  ranked = evaluate.select([runs[0], runs[0] + os.sep, str(tmp_path / 'link')], 'psnr',
+                           out_dir=str(tmp_path / 'board'),
+                           evaluator=evaluate.Evaluator(None, progress=False))
+  assert sorted(e['step'] for e in ranked.ranking) == [3, 6]
