@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import importlib.resources
 import os
+import re
 from typing import Any, Iterator, Sequence
 
 from absl import logging
@@ -352,20 +353,28 @@ def _list_images(root: str) -> list[str]:
   return [os.path.relpath(path, root) for path in images_lib.list_images(root)]
 
 
-def photo_stem(relpath: str) -> str:
-  """The photo a file was cut from: its path up to the last '_' of its name.
+# '<photo>_<crop index>': an index of one or two digits. Camera numbers ('IMG_0001',
+# 'DSC_1234') and words ('beach_sunset') are part of the photo's own name.
+_CROP_SUFFIX = re.compile(r'^(.+)_\d{1,2}$')
 
-  'train/bsds_100007_1.jpg' -> 'train/bsds_100007' (shared/data/photos/
-  SOURCES.md: crops of one photo share a name up to the last underscore).
+
+def photo_stem(relpath: str) -> str:
+  """The photo a file was cut from: its path without a crop index ('_0' to '_99').
+
+  'train/bsds_100007_1.jpg' -> 'train/bsds_100007' (shared/data/photos/SOURCES.md:
+  crops of one photo share a name up to the last underscore); 'IMG_0001.JPG' and
+  'beach_sunset.jpg' are photos of their own (cut at the last underscore, a camera's
+  files all counted as one photo, all on one side of the split).
   """
   directory, base = os.path.split(relpath)
   name = os.path.splitext(base)[0]
-  return os.path.join(directory, name.rsplit('_', 1)[0] if '_' in name else name)
+  crop = _CROP_SUFFIX.match(name)
+  return os.path.join(directory, crop.group(1) if crop else name)
 
 
 def _stem_unit(stem: str) -> float:
   """A stable hash of a stem, uniform in [0, 1)."""
-  digest = hashlib.sha256(stem.encode('utf-8')).digest()
+  digest = hashlib.sha256(os.fsencode(stem)).digest()   # names need not be UTF-8
   return int.from_bytes(digest[:8], 'big') / 2.0**64
 
 

@@ -498,3 +498,16 @@ def test_places_with_too_few_nature_images_raises():
     with pytest.raises(ValueError, match='only'):
       ip.build_splits(_data_config(source='places365_nature', num_train=50,
                                    num_val=1))
+
+
+def test_camera_numbers_and_words_are_not_crop_indices():
+  """Only a one- or two-digit suffix marks a crop: a camera's IMG_0001..IMG_0040 are 40
+  photos split about as asked (they once counted as one photo, all on one side), and
+  words after an underscore are part of a photo's name."""
+  assert ip.photo_stem('train/bsds_100007_1.jpg') == os.path.join('train', 'bsds_100007')
+  assert ip.photo_stem('a/crop_12.png') == os.path.join('a', 'crop')
+  for name in ('IMG_0001.JPG', 'DSC_1234.jpg', 'beach_sunset.jpg', 'bsds_100007.jpg'):
+    assert ip.photo_stem(name) == os.path.splitext(name)[0]
+  camera = [f'IMG_{i:04d}.JPG' for i in range(1, 401)]
+  train, val = ip.split_by_photo(camera, 0.1)
+  assert 20 <= len(val) <= 60 and len(train) + len(val) == 400
