@@ -146,7 +146,8 @@ def _jsonable(tree: Any) -> Any:
 
 
 def _sha(text: str, n: int = 16) -> str:
-  return hashlib.sha256(text.encode('utf-8')).hexdigest()[:n]
+  # surrogateescape: file names that are not UTF-8 arrive as lone surrogates.
+  return hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:n]
 
 
 # ----------------------------------------------------------------------------

@@ -463,7 +463,7 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   os.makedirs(folder or '.', exist_ok=True)
   # A unique name: concurrent writers of the same path never share a temporary file. The
   # name is cut so that it stays within the 255-byte limit wherever `name` fits.
-  stem = name.encode()[:_MAX_NAME_BYTES - 18].decode(errors='ignore')
+  stem = os.fsdecode(os.fsencode(name)[:_MAX_NAME_BYTES - 18])
   tmp = os.path.join(folder, f'.{stem}.{uuid.uuid4().hex[:12]}.tmp')
   try:
     with open(tmp, 'xb') as f:

@@ -162,7 +162,9 @@ class ImageSet:
             np.array([p.shape[:2] for p in self.pixels], np.int64).reshape(
                 -1, 2))
       else:
-        source = self.paths if self.paths is not None else self.blobs
+        # Paths as the file system's bytes: a name that is not UTF-8 is still a name.
+        source = ([os.fsencode(p) for p in self.paths] if self.paths is not None
+                  else self.blobs)
         self._tensors['source'] = tf.constant(
             np.array(source if source else [b''], dtype=object), tf.string)
         self._tensors['pil'] = tf.constant(

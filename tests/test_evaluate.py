@@ -495,3 +495,16 @@ def test_select_ranks_a_run_named_twice_once(runs, tmp_path):
                            out_dir=str(tmp_path / 'board'),
                            evaluator=evaluate.Evaluator(None, progress=False))
   assert sorted(e['step'] for e in ranked.ranking) == [3, 6]
+
+
+def test_data_folders_with_names_that_are_not_utf8_are_evaluated(runs, tmp_path):
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  try:
+    for i in range(2):
+      Image.fromarray(photo(36, 36, 600 + i)).save(os.fsencode(folder) + b'/caf\xe9%d.png' % i)
+  except (OSError, ValueError):
+    pytest.skip('this file system takes UTF-8 names only')
+  out = evaluate.evaluate(runs[1], 3, data_dir=str(folder), inception_weights=None,
+                          progress=False)
+  assert out['num_images'] == 2

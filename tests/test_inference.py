@@ -681,3 +681,17 @@ def test_cli_says_when_only_the_first_frame_of_a_file_was_colorized(workdir, tmp
   with Image.open(tmp_path / 'out' / 'anim.png') as out, Image.open(tmp_path / 'anim.gif') as src:
     first = np.asarray(src.convert('RGB'))
     assert np.abs(lightness(np.asarray(out)) - lightness(first)).max() <= 1.0
+
+
+def test_colorize_writes_photos_whose_names_are_not_utf8(moderate, tmp_path):
+  """b'caf\\xe9.jpg' (not UTF-8; fine on Linux) becomes b'caf\\xe9.png' (its temporary
+  file's name once failed to encode, so every rerun stopped at it)."""
+  source = os.fsencode(tmp_path) + b'/caf\xe9.jpg'
+  try:
+    Image.fromarray(photo(20, 20)).save(source)
+  except (OSError, ValueError):
+    pytest.skip('this file system takes UTF-8 names only')
+  jobs, _ = inference.plan_jobs([str(tmp_path)], str(tmp_path / 'out'))
+  summary = moderate.colorize_files(jobs, progress=False)
+  assert not summary.failed
+  assert os.listdir(os.fsencode(tmp_path / 'out')) == [b'caf\xe9.png']

@@ -511,3 +511,24 @@ def test_camera_numbers_and_words_are_not_crop_indices():
   camera = [f'IMG_{i:04d}.JPG' for i in range(1, 401)]
   train, val = ip.split_by_photo(camera, 0.1)
   assert 20 <= len(val) <= 60 and len(train) + len(val) == 400
+
+
+def test_file_names_that_are_not_utf8_are_read_like_any_other(tmp_path):
+  """A name that is not valid UTF-8 (b'caf\\xe9.png', from an old Latin-1 archive) is a
+  name on Linux: split, hashed and decoded like the others (it stopped the pipeline)."""
+  folder = os.fsencode(tmp_path)
+  sources = [_noise(s) for s in range(6)]
+  try:
+    for i, rgb in enumerate(sources):
+      name = b'caf\xe9_%d.png' % i if i % 2 else b'p%d.png' % i
+      Image.fromarray(rgb).save(folder + b'/' + name)
+  except (OSError, ValueError):
+    pytest.skip('this file system takes UTF-8 names only')
+  splits = ip.build_splits(_data_config(folder=str(tmp_path), val_fraction=0.3))
+  assert splits.num_train + splits.num_val == 6
+  batch = _collect(ip.val_batches(
+      ip.Splits(train=splits.train, val=splits.train, train_epoch_size=0, stats={}),
+      image_size=SIZE, global_batch_size=splits.num_train))
+  got = [_which(img, sources) for b in batch for img in b['image']]
+  assert sorted(got) == sorted(
+      int(os.fsencode(n)[-5:-4]) for n in splits.train.names)
