@@ -46,20 +46,22 @@ class SaveError(OSError):
 _SHAPE_MISMATCH = 'not compatible with the stored shape'
 
 
-def _first_line(e: BaseException) -> str:
-  """The first line of the innermost error (it names the damaged file), at most 300 chars."""
+def _innermost(e: BaseException) -> BaseException:
+  """The error at the bottom of `e`'s chain of causes (it names the damaged file)."""
   while e.__cause__ is not None:
     e = e.__cause__
-  first_line = (str(e).strip().splitlines() or [''])[0]
+  return e
+
+
+def _first_line(e: BaseException) -> str:
+  """The first line of the innermost error, at most 300 characters."""
+  first_line = (str(_innermost(e)).strip().splitlines() or [''])[0]
   return first_line[:300] + '...' if len(first_line) > 300 else first_line
 
 
 def _unreadable(what: str, e: BaseException, hint: str = '') -> CorruptCheckpoint:
-  inner = e
-  while inner.__cause__ is not None:
-    inner = inner.__cause__
   return CorruptCheckpoint(f'{what} cannot be read, it looks damaged or truncated '
-                           f'({type(inner).__name__}: {_first_line(e)}).{hint}')
+                           f'({type(_innermost(e)).__name__}: {_first_line(e)}).{hint}')
 
 
 def save_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
