@@ -1,5 +1,6 @@
 """Tests of a run's checkpoints: full and partial restore."""
 
+import gc
 import shutil
 
 import jax
@@ -186,6 +187,8 @@ def test_a_failed_background_save_is_a_save_error_saying_what_is_kept(saved, tmp
   ckpts.close()
 
 
+# orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_a_checkpoint_of_another_architecture_is_not_called_damaged(saved):
   """Restoring into a model of another width (a config.json lost or edited) says the
   shapes differ, naming an array, in a full and a partial restore (the partial one once
@@ -203,3 +206,4 @@ def test_a_checkpoint_of_another_architecture_is_not_called_damaged(saved):
       restore()
     assert not isinstance(raised.value, checkpoints.CorruptCheckpoint)
   ckpts.close()
+  gc.collect()   # the failed reads' leftovers are reported here, under the filter above
