@@ -12,8 +12,9 @@ Decoding shows an image as it is meant to be seen, whatever its mode:
 * 16-bit and 32-bit integer gray is scaled by 1/65535; float gray ('F') is taken
   as [0, 1] if it fits there, or as 8- or 16-bit counts stored as floats (whole
   numbers up to 255 or 65535), and refused otherwise rather than guessed at
-  (Pillow's own conversion would clip it at 255); 16-bit colour arrives from
-  Pillow as 8 bits already;
+  (Pillow's own conversion would clip it at 255); Pillow reads 16-bit colour
+  as 8 bits, so `load_picture` reads 16-bit RGB(A) PNG and TIFF files with pypng
+  and tifffile instead;
 * transparency (RGBA, LA, PA, or a palette / gray / RGB transparency colour) is
   either kept as a separate alpha channel (`load_picture`) or composited over
   white (`load_rgb8`), so that transparent regions are a known colour instead of
@@ -22,7 +23,8 @@ Decoding shows an image as it is meant to be seen, whatever its mode:
 `load_picture` keeps full precision (float32 in [0, 1]) and alpha, for
 colorizing; `load_rgb8` gives uint8 RGB, for training and evaluation batches.
 Both come from the same decoder, so `load_rgb8(x)` is `round(255 *
-load_picture(x).rgb)` wherever the image has no alpha.
+load_picture(x).rgb)` wherever the image has no alpha and is not 16-bit colour
+(which Pillow narrows by dropping the low byte: at most one level apart).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import dataclasses
 import io
 import os
 import uuid
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -108,10 +111,12 @@ class Picture:
 
   Attributes:
     rgb: float32 [H, W, 3] in [0, 1], sRGB (gray inputs replicated).
-    alpha: uint8 [H, W] for images with transparency (or, when built from an
-      array, its alpha as given: uint8, uint16 or float), else None.
-    bit_depth: 16 for 16-bit, 32-bit integer and float gray files (their precision
-      is worth keeping in what is written from them, see `save_png`), else 8.
+    alpha: uint8 [H, W] for images with transparency (uint16 for 16-bit colour
+      files; when built from an array, its alpha as given: uint8, uint16 or
+      float), else None.
+    bit_depth: 16 for 16-bit colour files and 16-bit, 32-bit integer and float
+      gray ones (their precision is worth keeping in what is written from them,
+      see `save_png`), else 8.
     dpi: the file's resolution (x, y) in dots per inch if it records one, else None
       (a scan's print size, worth writing into what is made from it).
     frames: how many frames or pages the file holds (an animated GIF, a multi-page
@@ -243,20 +248,81 @@ def _open(source: Source) -> Image.Image:
   return Image.open(io.BytesIO(source) if isinstance(source, _BYTES) else source)
 
 
-def _decode(source: Source, decode: Callable[[Image.Image], Any]) -> Any:
-  """Opens `source` (a path or encoded bytes) with Pillow and applies `decode`.
+def _decode(source: Source, decode: Callable[[Image.Image], Any],
+            deep_colour: Callable[[Image.Image], Any] | None = None) -> Any:
+  """Opens `source` (a path or encoded bytes) with Pillow and applies `decode`; with
+  `deep_colour`, a 16-bit colour file it knows a reader for becomes
+  `_deep_colour_picture` of what that reader reads instead.
 
   Raises:
     UnreadableImage: missing, not an image, truncated or otherwise broken.
   """
   try:
     with _open(source) as img:
+      read = deep_colour(img) if deep_colour is not None else None
+      if read is not None:
+        # Before Pillow loads the pixels: its TIFF loader applies the orientation then
+        # (and resets the tag), so size and orientation must be the file's as stored.
+        try:
+          return _deep_colour_picture(img, read(source))
+        except Exception as e:  # pylint: disable=broad-except
+          # A layout the reader does not know: Pillow's 8 bits are still right.
+          warnings.warn(f'{_name(source)}: read at 8 bits ({type(e).__name__}: {e})')
       img.load()
       return decode(img)
   except Exception as e:  # pylint: disable=broad-except
     # Pillow reports broken files with many exception types (OSError,
     # SyntaxError, ValueError, DecompressionBombError, ...): all mean "unreadable".
     raise UnreadableImage(f'{_name(source)}: {type(e).__name__}: {e}') from e
+
+
+def _deep_colour_reader(img: Image.Image) -> Callable[[Source], np.ndarray] | None:
+  """For an opened, not yet loaded 16-bit RGB / RGBA PNG or TIFF: a function reading its
+  pixels as uint16 [H, W, 3 | 4] at full precision (Pillow would give 8 bits); else None."""
+  if img.mode not in ('RGB', 'RGBA'):
+    return None
+  if img.format == 'PNG' and img.tile and ';16' in str(img.tile[0][3]):
+    def read(source):
+      with (io.BytesIO(source) if isinstance(source, _BYTES) else open(source, 'rb')) as f:
+        width, height, rows, info = png.Reader(file=f).asDirect()
+        return np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(
+            height, width, info['planes'])
+    return read
+  bits = getattr(img, 'tag_v2', {}).get(258) if img.format == 'TIFF' else None
+  if isinstance(bits, tuple) and set(bits) == {16}:   # BitsPerSample, one per channel
+    def read(source):
+      import tifffile  # pylint: disable=g-import-not-at-top
+      with tifffile.TiffFile(io.BytesIO(source) if isinstance(source, _BYTES)
+                             else os.fspath(source)) as tiff:
+        page = tiff.pages[0]
+        pixels = page.asarray()
+        if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+          pixels = np.moveaxis(pixels, 0, -1)
+      return pixels
+    return read
+  return None
+
+
+def _deep_colour_picture(img: Image.Image, pixels: np.ndarray) -> Picture:
+  """The `Picture` of 16-bit colour `pixels` [H, W, 3 | 4] of `img` (Pillow's header of
+  the same file: size, EXIF orientation, dpi, frames)."""
+  # As stored: Pillow's TIFF header already swaps the size of a file turned by 90 degrees.
+  stored = ((img.tag_v2.get(257), img.tag_v2.get(256)) if img.format == 'TIFF'
+            else (img.height, img.width))
+  if pixels.dtype != np.uint16 or pixels.shape[:2] != stored or (
+      pixels.shape[-1] != len(img.mode)):
+    raise ValueError(f'16-bit pixels of shape {pixels.shape} ({pixels.dtype}) for a '
+                     f'{stored[1]}x{stored[0]} {img.mode} image')
+  method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}.get(exif_orientation(img))
+  if method is not None:   # as ImageOps.exif_transpose would, plane by plane
+    pixels = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]))
+                                  .transpose(method)) for c in range(pixels.shape[-1])], -1)
+  alpha = pixels[..., 3].copy() if pixels.shape[-1] == 4 else None
+  return Picture(pixels[..., :3].astype(np.float32) / 65535.0, alpha, bit_depth=16,
+                 dpi=_dpi(img), frames=getattr(img, 'n_frames', 1))
 
 
 def load_picture(source: Source) -> Picture:
@@ -271,7 +337,7 @@ def load_picture(source: Source) -> Picture:
   Raises:
     UnreadableImage: missing, not an image, truncated, empty or otherwise broken.
   """
-  picture = _decode(source, picture_from_pil)
+  picture = _decode(source, picture_from_pil, _deep_colour_reader)
   if min(picture.rgb.shape[:2]) < 1:
     raise UnreadableImage(
         f'{_name(source)}: empty image ({picture.rgb.shape[1]}x{picture.rgb.shape[0]})')

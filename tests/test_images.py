@@ -4,9 +4,11 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 import pytest
 
 from colorize_jax import images
@@ -283,3 +285,54 @@ def test_a_16_bit_gray_png_keeps_its_transparent_value_as_alpha():
   assert (rgb8[values == 8000] == 255).all()
   np.testing.assert_array_equal(rgb8[values != 8000][:, 0],
                                 np.round(values[values != 8000] / 257))
+
+
+def _rgb16(h=6, w=5, planes=3, seed=0):
+  return np.random.default_rng(seed).integers(0, 65536, (h, w, planes)).astype(np.uint16)
+
+
+def test_16_bit_colour_png_and_tiff_keep_their_precision(tmp_path):
+  """Pillow reads 48-bit colour (a scanner's RGB of a B&W print) as 8 bits; load_picture
+  reads 16-bit RGB and RGBA PNGs and TIFFs whole (bit_depth 16, alpha uint16), from a path
+  or from bytes, and load_rgb8 still gives 8-bit RGB for training (one level at most
+  from rounding)."""
+  import png  # pylint: disable=g-import-not-at-top
+  import tifffile  # pylint: disable=g-import-not-at-top
+  rgb, rgba = _rgb16(), _rgb16(planes=4, seed=1)
+  png.from_array(rgb.reshape(6, -1), 'RGB;16').save(str(tmp_path / 'rgb.png'))
+  png.from_array(rgba.reshape(6, -1), 'RGBA;16').save(str(tmp_path / 'rgba.png'))
+  tifffile.imwrite(tmp_path / 'rgb.tif', rgb, photometric='rgb')
+  tifffile.imwrite(tmp_path / 'planar.tif', np.moveaxis(rgb, -1, 0), photometric='rgb',
+                   planarconfig='separate')   # Pillow cannot read this layout at all
+  for name, want in (('rgb.png', rgb), ('rgba.png', rgba), ('rgb.tif', rgb),
+                     ('planar.tif', rgb)):
+    for source in (tmp_path / name, (tmp_path / name).read_bytes()):
+      with warnings.catch_warnings():
+        warnings.simplefilter('error')   # no fallback to Pillow's 8 bits
+        picture = images.load_picture(source)
+      assert picture.bit_depth == 16, name
+      np.testing.assert_array_equal(images.to_uint16(picture.rgb), want[..., :3])
+      if want.shape[-1] == 4:
+        np.testing.assert_array_equal(picture.alpha, want[..., 3])
+  rgb8 = images.load_rgb8(tmp_path / 'rgb.tif')
+  assert np.abs(rgb8.astype(int) - np.round(rgb / 257)).max() <= 1
+
+
+def test_16_bit_colour_follows_exif_orientation_like_8_bit(tmp_path):
+  """A turned 16-bit TIFF comes out upright as Pillow shows its 8-bit version (whose TIFF
+  loader turns it on load and then resets the tag: read after, it said "upright")."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  rgb = _rgb16(6, 4)
+  for orientation in (3, 6, 8):
+    path = tmp_path / f'o{orientation}.tif'
+    tifffile.imwrite(path, rgb, photometric='rgb',
+                     extratags=[(274, 'H', 1, orientation, False)])
+    with Image.open(path) as img:
+      eight = np.asarray(ImageOps.exif_transpose(img))
+    with warnings.catch_warnings():
+      warnings.simplefilter('error')   # no fallback to Pillow's 8 bits
+      picture = images.load_picture(path)
+    assert picture.bit_depth == 16
+    sixteen = images.to_uint16(picture.rgb)
+    assert sixteen.shape == eight.shape, orientation
+    assert np.abs(sixteen.astype(int) // 257 - eight.astype(int)).max() <= 1, orientation

@@ -695,3 +695,22 @@ def test_colorize_writes_photos_whose_names_are_not_utf8(moderate, tmp_path):
   summary = moderate.colorize_files(jobs, progress=False)
   assert not summary.failed
   assert os.listdir(os.fsencode(tmp_path / 'out')) == [b'caf\xe9.png']
+
+
+def test_a_48_bit_colour_scan_comes_out_as_a_16_bit_png(moderate, tmp_path):
+  """A scanner's 16-bit RGB TIFF of a B&W print (Pillow alone reads 8 bits of it) is
+  colorized at full precision: a 16-bit PNG equal to what the API gives for the array."""
+  import png  # pylint: disable=g-import-not-at-top
+  import tifffile  # pylint: disable=g-import-not-at-top
+  height, width = 40, 56
+  ramp = np.linspace(1000, 60000, width)[None, :] + 7 * np.arange(height)[:, None]
+  rgb16 = np.repeat(np.rint(ramp).astype(np.uint16)[..., None], 3, axis=-1)
+  tifffile.imwrite(tmp_path / 'scan.tif', rgb16, photometric='rgb')
+  summary = moderate.colorize_files([(str(tmp_path / 'scan.tif'), str(tmp_path / 'scan.png'))],
+                                    progress=False)
+  assert not summary.failed
+  w, h, rows, info = png.Reader(filename=str(tmp_path / 'scan.png')).read_flat()
+  out = np.asarray(rows).reshape(h, w, info['planes'])
+  assert info['bitdepth'] == 16
+  assert np.abs(out.astype(np.int64) - moderate.colorize(rgb16)).max() <= 1
+  assert len(np.unique(out[..., 1])) > 256
