@@ -5,7 +5,8 @@
   python launch.py colorize --workdir runs/quickstart --best old_photos/ --out colorized/
   python launch.py evaluate --workdir runs/quickstart [--step N] [--data DIR]
 
-colorize, evaluate and select take their own options after the mode (`MODE -h`).
+colorize, evaluate, select, bench, turing and turing-report take their own options
+after the mode (`MODE -h`). Usage errors exit with status 2.
 """
 
 import sys
@@ -26,7 +27,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) < 2 or argv[1] not in cli.MODES:
-    raise app.UsageError(f'usage: launch.py {{{"|".join(cli.MODES)}}} [flags]; see --help')
+    raise app.UsageError(f'usage: launch.py {{{"|".join(cli.MODES)}}} [flags]; see --help',
+                         exitcode=cli.EXIT_USAGE)
   sys.exit(cli.MODES[argv[1]](FLAGS, argv[2:]))
 
 

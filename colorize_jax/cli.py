@@ -43,11 +43,17 @@ def _require(flags, *names) -> None:
 
 def train(flags, args) -> int:
   """`launch.py train --config FILE --workdir DIR`: trains (or resumes) a run."""
-  del args
+  if args:
+    print(f'error: train takes no positional arguments, got {args}', file=sys.stderr)
+    return EXIT_USAGE
   _require(flags, 'config', 'workdir')
   from colorize_jax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(flags.coordinator_address, flags.num_processes,
-                                  flags.process_id)
+  try:
+    parallel.initialize_distributed(flags.coordinator_address, flags.num_processes,
+                                    flags.process_id)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
   setup_runtime()
   from colorize_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   try:
@@ -87,7 +93,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
     sys.stderr.write(f'FATAL Flags parsing error: {text}\n'
                      'Pass --helpshort or --helpfull to see help on flags.\n')
-    sys.exit(1)
+    sys.exit(EXIT_USAGE)
 
 
 def _step_options(parser) -> None:

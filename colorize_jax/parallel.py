@@ -34,14 +34,17 @@ def initialize_distributed(coordinator_address: str | None = None,
     num_processes: total number of processes.
     process_id: this process's index in [0, num_processes).
   """
-  explicit = coordinator_address is not None or num_processes is not None
+  given = [x is not None for x in (coordinator_address, num_processes, process_id)]
   under_scheduler = 'SLURM_JOB_ID' in os.environ and int(
       os.environ.get('SLURM_NTASKS', '1')) > 1
-  if not explicit and not under_scheduler:
+  if not any(given) and not under_scheduler:
     return
-  if explicit and (coordinator_address is None or num_processes is None or process_id is None):
+  if any(given) and not all(given):
     raise ValueError('A multi-process run needs --coordinator_address, --num_processes and '
                      '--process_id together (or none of them under SLURM).')
+  if all(given) and not (num_processes >= 1 and 0 <= process_id < num_processes):
+    raise ValueError(f'--process_id must be in [0, --num_processes) and --num_processes >= 1, '
+                     f'got {process_id} of {num_processes}.')
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
   logging.info('Process %d of %d, %d local of %d devices.', jax.process_index(),

@@ -131,3 +131,30 @@ class _FakeMesh:
 
   def __init__(self, size):
     self.devices = np.empty(size, object)
+
+
+@pytest.mark.parametrize('address,count,index,match', [
+    (None, 2, None, 'together'),
+    ('localhost:1234', None, None, 'together'),
+    (None, None, 0, 'together'),      # --process_id alone was silently dropped
+    ('localhost:1234', 1, 5, r'in \[0, --num_processes\)'),
+    ('localhost:1234', 0, 0, r'in \[0, --num_processes\)'),
+])
+def test_partial_or_impossible_multi_process_flags_are_refused(address, count, index, match):
+  """Before any device is touched: a clear ValueError (launch.py: exit 2), not JAX's
+  traceback, and never a single-process run that ignores a flag it was given."""
+  with pytest.raises(ValueError, match=match):
+    parallel.initialize_distributed(address, count, index)
+
+
+def test_launch_usage_errors_exit_with_status_2(tmp_path):
+  """No mode, an unknown mode, a bad flag value and half the multi-process flags are usage
+  errors (2), not runtime failures (1), with no traceback."""
+  for args in ([], ['bogus'], ['train', '--config', 'experiments/default.py', '--workdir',
+                               str(tmp_path), '--config.batch_size=abc'],
+               ['train', '--config', 'experiments/default.py', '--workdir', str(tmp_path),
+                '--num_processes', '2']):
+    done = subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, (args, done.stderr[-500:])
+    assert 'Traceback' not in done.stderr, args

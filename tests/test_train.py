@@ -236,7 +236,7 @@ def test_an_unknown_config_field_is_a_clear_flag_error(photos, tmp_path):
        f'--config={os.path.join(ROOT, "experiments", "default.py")}', f'--workdir={tmp_path}',
        '--config.batchsize=4'], cwd=ROOT, capture_output=True, text=True, timeout=120,
       check=False)
-  assert result.returncode == 1
+  assert result.returncode == 2   # a usage error
   assert 'Did you mean "batch_size"' in result.stderr
   assert 'Traceback' not in result.stderr
 
