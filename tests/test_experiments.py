@@ -2,6 +2,7 @@
 
 import glob
 import os
+import subprocess
 
 from absl import flags
 from ml_collections import config_flags
@@ -76,3 +77,30 @@ def test_plot_run_reads_back_what_training_logs_and_draws_it(tmp_path):
   out = tmp_path / 'curves' / 'run.png'
   assert plot_run.main(['plot_run.py', str(tmp_path), str(out)]) == 0
   assert out.read_bytes().startswith(b'\x89PNG')
+
+
+def test_paper_protocol_passes_its_flags_where_they_belong(tmp_path):
+  """A first argument that is a flag is a train flag (it was taken for RUNS_DIR, so the
+  override was lost and runs went to './--config...'); RUNS_DIR is the caller's relative
+  path; SELECT_FLAGS reach the final select (offline, it could not be given weights)."""
+  log = tmp_path / 'calls.log'
+  stub = tmp_path / 'python'
+  stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+  stub.chmod(0o755)
+  script = os.path.join(ROOT, 'experiments', 'paper_protocol.sh')
+  env = dict(os.environ, PYTHON=str(stub), SELECT_FLAGS='--inception-weights w.h5')
+  subprocess.run(['bash', script, '--config.batch_size=32'], cwd=tmp_path, env=env,
+                 check=True, timeout=60)
+  calls = log.read_text().splitlines()
+  assert len(calls) == 5
+  for seed, call in enumerate(calls[:4]):
+    assert f'--workdir {tmp_path}/runs/paper/run{seed} --config.seed={seed} ' \
+           '--config.batch_size=32' in call, call
+  assert calls[4].startswith('launch.py select') and calls[4].endswith(
+      f'--out {tmp_path}/runs/paper/selection --inception-weights w.h5')
+  log.unlink()
+  subprocess.run(['bash', script, 'mine'], cwd=tmp_path, env=dict(env, SELECT_FLAGS=''),
+                 check=True, timeout=60)
+  calls = log.read_text().splitlines()
+  assert f'--workdir {tmp_path}/mine/run0 ' in calls[0] + ' '
+  assert calls[4].endswith(f'--out {tmp_path}/mine/selection')
