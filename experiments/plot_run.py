@@ -29,19 +29,27 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Every scalar in the workdir's event files: tag -> (steps int64 [T], values float64 [T]).
 
   Steps are sorted; a step written twice (a resumed run repeats no step, but a
-  restarted one may) keeps its last value.
+  restarted one may) keeps its last value. An event file cut short (a killed run, a
+  full disk) gives what it holds up to the cut, with a warning.
+
+  Raises:
+    FileNotFoundError: no event files in workdir.
   """
   series = collections.defaultdict(dict)
   files = sorted(tf.io.gfile.glob(os.path.join(workdir, 'events.out.tfevents.*')))
   if not files:
     raise FileNotFoundError(f'no TensorBoard event files in {workdir!r}')
   for path in files:
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.HasField('simple_value'):
-          series[value.tag][event.step] = value.simple_value
-        elif value.HasField('tensor') and not value.tensor.tensor_shape.dim:
-          series[value.tag][event.step] = float(tf.make_ndarray(value.tensor))
+    try:
+      for event in tf.compat.v1.train.summary_iterator(path):
+        for value in event.summary.value:
+          if value.HasField('simple_value'):
+            series[value.tag][event.step] = value.simple_value
+          elif value.HasField('tensor') and not value.tensor.tensor_shape.dim:
+            series[value.tag][event.step] = float(tf.make_ndarray(value.tensor))
+    except tf.errors.DataLossError as e:
+      print(f'warning: {path} is cut short ({e.message.strip()}); plotting what it holds',
+            file=sys.stderr)
   return {tag: (np.array(sorted(points), np.int64),
                 np.array([points[s] for s in sorted(points)], np.float64))
           for tag, points in series.items()}
@@ -83,7 +91,13 @@ def main(argv: list[str]) -> int:
   if len(argv) != 3:
     print(__doc__, file=sys.stderr)
     return 2
-  series = read_scalars(argv[1])
+  try:
+    series = read_scalars(argv[1])
+  except FileNotFoundError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if not series:
+    print(f'warning: the event files in {argv[1]!r} hold no scalars yet', file=sys.stderr)
   plot(series, argv[2])
   for tag in sorted(t for t in series if t.startswith('val/')):
     steps, values = series[tag]

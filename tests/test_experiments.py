@@ -104,3 +104,22 @@ def test_paper_protocol_passes_its_flags_where_they_belong(tmp_path):
   calls = log.read_text().splitlines()
   assert f'--workdir {tmp_path}/mine/run0 ' in calls[0] + ' '
   assert calls[4].endswith(f'--out {tmp_path}/mine/selection')
+
+
+def test_plot_run_reads_a_cut_event_file_and_refuses_a_missing_run(tmp_path, capsys):
+  """An event file cut mid-record (a killed run, a full disk) is plotted up to the cut
+  with a warning (it raised DataLossError and drew nothing); a folder without events is
+  an error line and exit 2 (it was a traceback)."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  writer = metric_writers.SummaryWriter(str(tmp_path))
+  for step in (10, 20, 30):
+    writer.write_scalars(step, {'train/g_l1': step / 100})
+  writer.close()
+  (path,) = glob.glob(str(tmp_path / 'events.out.tfevents.*'))
+  with open(path, 'rb+') as f:
+    f.truncate(os.path.getsize(path) - 7)
+  series = plot_run.read_scalars(str(tmp_path))
+  assert series['train/g_l1'][0].tolist() == [10, 20]
+  assert 'cut short' in capsys.readouterr().err
+  assert plot_run.main(['plot_run.py', str(tmp_path / 'nowhere'), str(tmp_path / 'x.png')]) == 2
+  assert 'error: no TensorBoard event files' in capsys.readouterr().err
