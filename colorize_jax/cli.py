@@ -81,7 +81,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   argv for the mode, and --help becomes -h (the mode's own help).
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
-  own = len(argv) > 1 and argv[1] in _OWN_OPTIONS
+  # The mode is the first argument naming one: global flags may come before it
+  # (`launch.py --workdir RUN evaluate --step 6`).
+  mode = next((a for a in argv[1:] if a in MODES), None)
+  own = mode in _OWN_OPTIONS
   if own:
     argv = [a if a != '--help' else '-h' for a in argv]
   try:

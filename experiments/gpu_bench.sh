@@ -57,10 +57,11 @@ torch_peer() {  # torch_peer BATCH [--channels-last]
 
 faster_impl() {  # faster_impl DTYPE: the conv_impl whose train step was faster at batch $batch
   "$py" - "$out/gpu.jsonl" "$1" "$batch" <<'EOF'
-import json, sys
+import json, os, sys
 path, dtype, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 best = {}
-for r in map(json.loads, open(path)):
+# No records yet (every earlier step failed or ran out of time): the default impl.
+for r in map(json.loads, open(path) if os.path.exists(path) else []):
   if r['what'] == 'train' and r['compute_dtype'] == dtype and r['batch_size'] == batch:
     best[r['conv_impl']] = max(best.get(r['conv_impl'], 0), r['images_per_s'])
 print(max(best, key=best.get) if best else 'fast')

@@ -4,6 +4,8 @@ import functools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import types
 
 import jax
@@ -508,3 +510,14 @@ def test_data_folders_with_names_that_are_not_utf8_are_evaluated(runs, tmp_path)
   out = evaluate.evaluate(runs[1], 3, data_dir=str(folder), inception_weights=None,
                           progress=False)
   assert out['num_images'] == 2
+
+
+def test_global_flags_may_come_before_the_mode(runs):
+  """`launch.py --workdir RUN evaluate --step N` parses like `launch.py evaluate --workdir
+  RUN --step N` (the mode's own options were refused as unknown flags)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, 'launch.py', '--workdir', runs[0], 'evaluate',
+                         '--step', '3', '--inception-weights', 'none'], cwd=root,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-800:]
+  assert 'PSNR' in done.stdout and 'step_3' in done.stdout
