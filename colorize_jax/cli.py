@@ -217,8 +217,8 @@ def colorize(flags, args) -> int:
     print('error: no input images found', file=sys.stderr)
     return EXIT_USAGE
   try:
-    # The checkpoint is checked before --out is made: a wrong --workdir leaves nothing behind.
-    inference.resolve_step(flags.workdir, 'best' if opts.best else opts.step)
+    # The checkpoint is found before --out is made: a wrong --workdir leaves nothing behind.
+    step = inference.resolve_step(flags.workdir, 'best' if opts.best else opts.step)
     files.check_writable(opts.out, 'the colorized images (--out)')
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
@@ -235,8 +235,8 @@ def colorize(flags, args) -> int:
     return EXIT_USAGE
   try:
     colorizer = inference.Colorizer.from_workdir(
-        flags.workdir, 'best' if opts.best else opts.step, render_size=opts.render_size,
-        batch_size=opts.batch_size, aspect=opts.aspect)
+        flags.workdir, step, render_size=opts.render_size, batch_size=opts.batch_size,
+        aspect=opts.aspect)
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE

@@ -499,7 +499,8 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
     raise ValueError(f'save_png takes rgb [H, W, 3] and alpha [H, W] or None, got rgb '
                      f'{rgb.shape} and alpha {None if alpha is None else np.shape(alpha)}')
   for name, values in (('rgb', rgb), ('alpha', alpha)):
-    if values is not None and not np.isfinite(values).all():
+    if values is not None and np.issubdtype(np.asarray(values).dtype, np.floating) and (
+        not np.isfinite(values).all()):
       raise ValueError(f'{name} has {np.count_nonzero(~np.isfinite(values))} NaN or '
                        'infinite values')
   if bit_depth == 16:

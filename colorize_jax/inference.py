@@ -840,7 +840,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
       matches = sorted(glob.glob(arg, recursive=True))
       if not matches:
         missing.append((arg, 'no file matches this pattern'))
-      outputs = [m for m in matches if _within(os.path.realpath(m), out_real)]
+      outputs = {m for m in matches if _within(os.path.realpath(m), out_real)}
       if outputs:
         logging.warning('Leaving out %d matches of %s in the output folder %s.', len(outputs),
                         arg, out_dir)

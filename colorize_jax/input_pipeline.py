@@ -56,9 +56,9 @@ _AUGMENT_TAG = 0x4147
 # sky" and "forest, field, jungle". Classes the sheet puts under both "outdoor,
 # natural" and "outdoor, man-made" (field/cultivated, hayfield, vineyard,
 # rice_paddy, mountain_path, park, formal_garden, dam, ...) are left out. Five crop
-# classes are in (corn_field, wheat_field, orchard, pasture, tree_farm): kept as
-# "outdoor, natural" only when the list was made; not re-checked against the sheet
-# since (it cannot be fetched offline).
+# classes are in the list (corn_field, wheat_field, orchard, pasture, tree_farm);
+# whether the sheet also files them under "outdoor, man-made" has not been re-checked
+# (it cannot be fetched offline).
 # Names as TFDS `places365_small` spells its labels ('/b/badlands' ->
 # 'badlands'); `config.data.places_classes` overrides the list.
 PLACES365_NATURE_CLASSES = (

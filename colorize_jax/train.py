@@ -359,7 +359,7 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
       raise ValueError(
           f'{workdir} was trained with {meta["steps_per_epoch"]} steps per epoch, this config '
           f'gives {steps_per_epoch} (the dataset or batch size changed); use a new --workdir.')
-    if meta.get('data', data_signature(splits)) != data_signature(splits):
+    if meta.get('data') not in (None, data_signature(splits)):   # None: saved before it
       raise ValueError(
           f'The images of {workdir} changed since it was trained (files added, removed or '
           f'renamed: now {splits.num_train} train / {splits.num_val} val): resuming would '
@@ -394,6 +394,11 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
   replicated = parallel.replicated(mesh)
   data = data_signature(splits)
 
+  def meta_of(epoch: int, epoch_end: bool, **more) -> dict[str, Any]:
+    """A checkpoint's meta: `epoch` epochs done, saved at an epoch's end or not."""
+    return {'epoch': epoch, 'epoch_end': epoch_end, 'steps_per_epoch': steps_per_epoch,
+            'data': data, **more}
+
   train_step = steps.compile_train_step(
       gan, in_shardings=(replicated, parallel.batch_sharded(mesh)),
       out_shardings=(replicated, replicated))
@@ -405,14 +410,11 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
       results = validator(state, epoch)
     except BaseException:
       # The epoch's training is done: keep it, as a checkpoint that a rerun validates.
-      ckpts.save(state_step(state), state, {'epoch': epoch, 'epoch_end': False,
-                                            'steps_per_epoch': steps_per_epoch, 'data': data})
+      ckpts.save(state_step(state), state, meta_of(epoch, False))
       raise
     logging.info('Epoch %d/%d: %s', epoch + 1, config.num_epochs,
                  ', '.join(f'{k}={v:.4g}' for k, v in sorted(results.items())))
-    ckpts.save(state_step(state), state, {'epoch': epoch + 1, 'epoch_end': True,
-                                          'steps_per_epoch': steps_per_epoch, 'data': data,
-                                          'val': results})
+    ckpts.save(state_step(state), state, meta_of(epoch + 1, True, val=results))
 
   step = state_step(state)
   # Interrupted after an epoch's last step but before its validation and save.
@@ -448,8 +450,7 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
       if stop:
         stop.saving = True
         if step % steps_per_epoch:  # else the epoch is ended below, before exiting
-          ckpts.save(step, state, {'epoch': epoch, 'epoch_end': False,
-                                   'steps_per_epoch': steps_per_epoch, 'data': data})
+          ckpts.save(step, state, meta_of(epoch, False))
           logging.warning('Interrupted at step %d: checkpoint saved. Run the same command to '
                           'resume.', step)
           break
