@@ -72,6 +72,7 @@ def train(flags, args) -> int:
 # leaves whatever it does not know to them.
 _OWN_OPTIONS = ('colorize', 'evaluate', 'select', 'bench', 'turing', 'turing-report')
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+_HELP_FLAGS = ('-h', '--help', '-?', '--helpshort', '--helpfull')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -87,6 +88,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   own = mode in _OWN_OPTIONS
   if own:
     argv = [a if a != '--help' else '-h' for a in argv]
+  else:
+    # absl exits 1 after its help (and knows no -h): help asked for is a success.
+    asked = next((a for a in argv[1:] if a in _HELP_FLAGS), None)
+    if asked is not None:
+      from absl import app  # pylint: disable=g-import-not-at-top
+      app.usage(shorthelp=asked != '--helpfull', writeto_stdout=True, exitcode=EXIT_OK)
   try:
     return flags.FLAGS(argv, known_only=own)
   except (flags.Error, AttributeError, KeyError) as e:

@@ -314,9 +314,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   mesh = parallel.make_mesh(config.get('num_devices', None))
   parallel.check_batch_size(config.batch_size, mesh)
   gan = steps.GAN.from_config(config)
+  # A new run refused before it saved anything (no images, say) leaves no trace.
+  made = [p for p in (workdir, workdir / checkpoints.CHECKPOINT_DIR, workdir / LOCK_FILE)
+          if not p.exists()] if jax.process_index() == 0 else []
   files.check_writable(workdir, 'the run (--workdir)')
   with _workdir_lock(workdir):
-    return _train(config, workdir, mesh, gan)
+    try:
+      return _train(config, workdir, mesh, gan)
+    except BaseException:
+      _remove_if_empty(made)   # while locked: never another process's lock file
+      raise
+
+
+def _remove_if_empty(made: list[epath.Path]) -> None:
+  """Removes the lock file and the empty folders in `made` (paths this process created),
+  deepest first; a folder with anything in it (a checkpoint, a log) stays."""
+  for path in sorted(made, key=lambda p: len(p.parts), reverse=True):
+    try:
+      if path.name == LOCK_FILE:
+        path.unlink(missing_ok=True)
+      elif path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+    except OSError:   # best effort: the error being raised is what matters
+      pass
 
 
 def _train(config: ml_collections.ConfigDict, workdir: epath.Path, mesh: jax.sharding.Mesh,

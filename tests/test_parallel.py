@@ -158,3 +158,13 @@ def test_launch_usage_errors_exit_with_status_2(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 2, (args, done.stderr[-500:])
     assert 'Traceback' not in done.stderr, args
+
+
+def test_launch_help_exits_with_status_0():
+  """Help asked for (before or after the mode, absl's spellings and -h) is printed to stdout
+  and is a success; absl's own handling exits 1 and knows no -h."""
+  for args in (['--help'], ['-h'], ['train', '-h'], ['train', '--helpshort'], ['--helpfull']):
+    done = subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, (args, done.stderr[-500:])
+    assert '--workdir' in done.stdout and 'launch.py' in done.stdout, args

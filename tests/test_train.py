@@ -197,7 +197,7 @@ def test_bad_workdirs_and_configs_are_refused_before_anything_is_written(photos,
   """A workdir that is a file, one another training holds, keep_checkpoints=0 (which would
   keep nothing), negative sample counts, a crop_scale that is not 0 < lo <= hi <= 1 and an
   epoch smaller than one batch are clear errors; a failed start leaves no config behind to
-  lock the workdir."""
+  lock the workdir, and a new run refused leaves no folders or lock file it made."""
   import fcntl  # pylint: disable=g-import-not-at-top
   (tmp_path / 'a_file').write_text('')
   with pytest.raises(ValueError, match='Cannot write the run'):
@@ -224,8 +224,12 @@ def test_bad_workdirs_and_configs_are_refused_before_anything_is_written(photos,
   big = tmp_path / 'big_batch'
   with pytest.raises(ValueError, match='smaller than one batch'):
     train.train_and_evaluate(tiny_config(photos, batch_size=64), str(big))
-  assert not (big / checkpoints.CONFIG_FILE).exists()
-  assert not (big / 'checkpoints').exists() or not os.listdir(big / 'checkpoints')
+  assert not big.exists()   # the new run's folders and lock file are gone again
+  made_by_user = tmp_path / 'empty_folder'
+  made_by_user.mkdir()
+  with pytest.raises(ValueError, match='smaller than one batch'):
+    train.train_and_evaluate(tiny_config(photos, batch_size=64), str(made_by_user))
+  assert made_by_user.is_dir() and not os.listdir(made_by_user)
 
 
 def test_an_unknown_config_field_is_a_clear_flag_error(photos, tmp_path):
