@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.request
 
 import numpy as np
 import pytest
@@ -110,8 +111,9 @@ def complete(client, side='left', limit=None):
 
 
 def test_full_flow_start_pairs_progress_done(app, study_dir):
-  """Landing -> start (HttpOnly cookie) -> pairs 1..N with progress -> thank-you page whose
-  score matches the stored placements."""
+  """Landing -> start (HttpOnly cookie) -> pairs 1..N with progress -> a thank-you page
+  that is the same whatever the participant answered: a score there told a script which
+  image of each pair is real (throwaway participants differing in one answer)."""
   client = new_client(app)
   landing = client.get('/')
   assert landing.status_code == 200 and 'id="start"' in landing.text
@@ -131,16 +133,24 @@ def test_full_flow_start_pairs_progress_done(app, study_dir):
   assert sorted(seen) == sorted(p.pair_id for p in app.state.study.pairs)
   assert client.get('/study', follow_redirects=False).headers['location'] == '/done'
   done = client.get('/done')
-  assert done.status_code == 200
-  study = app.state.study
-  pid = app.state.store.participant_id(client.cookies[cookie_name(client.app)])
-  fooled = sum(pl.right_image == study.pair(pl.pair_id).real_image
-               for pl in app.state.store.placements(pid))
-  assert f'{NUM_PAIRS - fooled} of {NUM_PAIRS}' in done.text
+  assert done.status_code == 200 and 'Thank you' in done.text
+  # Another participant with another score sees the very same page.
+  fooled = sum(a.fooled for a in app.state.store.answers())
+  pick_real = fooled == 0   # so that the other's fool count differs
+  other = new_client(app)
+  start(other)
+  while other.get('/study', follow_redirects=False).status_code != 303:
+    page = current(other)
+    real = app.state.study.pair(page['pair_id']).real_image
+    fake = page['left'] if page['right'] == real else page['right']
+    assert answer(other, page['pair_id'], real if pick_real else fake).status_code == 303
+  others = sum(a.fooled for a in app.state.store.answers()) - fooled
+  assert others != fooled
+  assert other.get('/done').text == done.text
   assert 'Continue' not in client.get('/').text
   participants = app.state.store.participants()
   assert [(p.age_range, p.field_of_study, p.answered) for p in participants] == [
-      ('20-24', 'biology \U0001F469\u200d\U0001F4BB', NUM_PAIRS)]
+      ('20-24', 'biology \U0001F469\u200d\U0001F4BB', NUM_PAIRS), ('', '', NUM_PAIRS)]
 
 
 def test_reload_and_return_continue_where_left(app):
@@ -432,10 +442,13 @@ def test_concurrent_participants_are_all_counted(app, study_dir):
 def test_results_page_csv_and_partial_participants(app, study_dir):
   """/results (with the token) shows the completed participants' fool rate with its Wilson
   interval, per-pair rows with thumbnails and the paper's references; partial participants
-  count only in the all-answers rate; the CSV has one row per stored answer."""
-  full, partial = new_client(app), new_client(app)
+  count only in the all-answers rate; the CSV has one row per stored answer, with free
+  text that a spreadsheet would run as a formula (also after a ';' list separator) quoted."""
+  full, partial, plain = new_client(app), new_client(app), new_client(app)
   start(full, field_of_study='=HYPERLINK("http://x")')
-  start(partial)
+  start(partial, field_of_study='geology; =1+2')
+  start(plain, field_of_study='art, history - modern')
+  complete(plain, 'left', limit=1)
   complete(full, 'left')
   complete(partial, 'right', limit=2)
   data = report_lib.report(study_dir)
@@ -444,8 +457,8 @@ def test_results_page_csv_and_partial_participants(app, study_dir):
   fooled = sum(pl.left_image == study.pair(pl.pair_id).real_image
                for pl in store.placements(pid))
   assert data['overall']['fooled'] == fooled and data['overall']['answers'] == NUM_PAIRS
-  assert data['overall_all_answers']['answers'] == NUM_PAIRS + 2
-  assert data['participants'] == {'total': 2, 'completed': 1, 'partial': 1, 'not_started': 0}
+  assert data['overall_all_answers']['answers'] == NUM_PAIRS + 3
+  assert data['participants'] == {'total': 3, 'completed': 1, 'partial': 2, 'not_started': 0}
   rates = [p['rate'] for p in data['per_pair']]
   assert rates == sorted(rates, reverse=True)
 
@@ -464,11 +477,11 @@ def test_results_page_csv_and_partial_participants(app, study_dir):
   assert csv_response.status_code == 200
   rows = list(csv.DictReader(io.StringIO(csv_response.text)))
   assert tuple(rows[0]) == report_lib.CSV_FIELDS
-  assert len(rows) == NUM_PAIRS + 2
+  assert len(rows) == NUM_PAIRS + 3
   assert sum(r['participant_completed'] == '1' for r in rows) == NUM_PAIRS
   assert sum(int(r['fooled']) for r in rows if r['participant_completed'] == '1') == fooled
-  assert all(r['field_of_study'].startswith("'=") for r in rows
-             if r['participant_completed'] == '1')
+  assert {r['field_of_study'] for r in rows} == {
+      "'=HYPERLINK(\"http://x\")", "'geology; =1+2", 'art, history - modern'}
 
 
 def test_write_report_files(app, study_dir, tmp_path):
@@ -549,7 +562,6 @@ def test_serve_on_port_0_prints_the_port_that_answers(study_dir, host):
   and answers (it used to print ':0'); on every interface it names this machine, not
   the address 0.0.0.0 that no participant can open."""
   import socket  # pylint: disable=g-import-not-at-top
-  import urllib.request  # pylint: disable=g-import-not-at-top
   code = ('import sys; from colorize_jax.turing import server; '
           'server.serve(sys.argv[1], host=sys.argv[2], port=0, log_level="warning")')
   proc = subprocess.Popen([sys.executable, '-c', code, str(study_dir), host],
@@ -599,3 +611,82 @@ def test_two_studies_on_one_host_keep_their_participants_apart(tmp_path):
   start(second)
   first.cookies = second.cookies
   assert current(first)['number'] == 2   # still in the first study, one pair answered
+
+
+def test_results_token_is_kept_with_the_study_and_private(study_dir):
+  """Without a token given, the study's own is used: the same after a restart (a bookmarked
+  results URL keeps working), in a file only its owner can read, and a rebuild's new study
+  gets a new one; a damaged token file is a StudyError, not a guessable token."""
+  import stat  # pylint: disable=g-import-not-at-top
+  first = server.create_app(study_dir).state.results_token
+  assert server.create_app(study_dir).state.results_token == first
+  path = study_dir / study_lib.RESULTS_TOKEN
+  assert stat.S_IMODE(path.stat().st_mode) == 0o600
+  assert new_client(server.create_app(study_dir)).get(
+      '/results', params={'token': first}).status_code == 200
+  path.write_text('\n')
+  with pytest.raises(study_lib.StudyError, match='no valid results token'):
+    server.create_app(study_dir)
+  path.write_text(first)
+  study_lib.build_study(make_photos(8), hue_shift, study_dir, num_pairs=NUM_PAIRS, seed=1,
+                        overwrite=True)
+  assert server.create_app(study_dir).state.results_token != first
+
+
+def test_a_request_body_that_never_arrives_gets_408():
+  """A client announcing a body and sending part of it (or nothing) is answered 408 after
+  the timeout, instead of holding its connection open for ever; the app never runs."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  ran, sent = [], []
+
+  async def app(scope, receive, send):
+    ran.append(scope)
+
+  async def trickle():
+    if not sent:
+      sent.append('first')
+      return {'type': 'http.request', 'body': b'a=1', 'more_body': True}
+    await asyncio.sleep(3600)
+
+  async def send(message):
+    sent.append(message)
+
+  middleware = server.BodyLimitMiddleware(app, timeout_s=0.2)
+  scope = {'type': 'http', 'headers': [(b'content-length', b'1000')]}
+  asyncio.run(asyncio.wait_for(middleware(scope, trickle, send), 30))
+  assert not ran
+  assert sent[1]['type'] == 'http.response.start' and sent[1]['status'] == 408
+
+
+def test_served_access_log_hides_the_results_token_and_trusts_a_local_https_proxy(study_dir):
+  """The access log (console, captured logs) never shows the results secret; behind an HTTPS
+  proxy on this machine (X-Forwarded-Proto), the participant's cookie is marked Secure."""
+  code = ('import sys; from colorize_jax.turing import server; '
+          'server.serve(sys.argv[1], port=0, log_level="info")')
+  proc = subprocess.Popen([sys.executable, '-c', code, str(study_dir)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    lines = [proc.stdout.readline(), proc.stdout.readline()]
+    results_url = re.search(r'(http://\S+token=(\S+))', lines[1])
+    assert results_url, lines
+    token = results_url.group(2)
+    with urllib.request.urlopen(results_url.group(1), timeout=60) as page:
+      assert page.status == 200
+    base = results_url.group(1).split('/results')[0]
+    request = urllib.request.Request(f'{base}/start', data=b'', method='POST',
+                                     headers={'X-Forwarded-Proto': 'https'})
+    opener = urllib.request.build_opener(_NoRedirect)
+    with opener.open(request, timeout=60) as response:
+      assert 'secure' in response.headers['set-cookie'].lower()
+  finally:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+  assert 'GET /results?token=<hidden>' in out
+  assert token not in out
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+  """Hands back a 303 as it is (its Set-Cookie is what is looked at)."""
+
+  def http_error_303(self, req, fp, code, msg, headers):
+    return fp

@@ -19,6 +19,7 @@ import functools
 import io
 import os
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -128,8 +129,11 @@ def build_report(study: study_lib.Study, store: store_lib.Store) -> dict[str, An
 
 
 def _csv_safe(value: object) -> object:
-  # Free text typed by participants must not run as a formula in a spreadsheet.
-  if isinstance(value, str) and value[:1] in ('=', '+', '-', '@', '\t', '\r'):
+  # Free text typed by participants must not run as a formula in a spreadsheet, also
+  # where one opens the file splitting at ';' (a list separator in many locales).
+  if isinstance(value, str) and any(part.strip()[:1] in ('=', '+', '-', '@')
+                                    or part[:1] in ('\t', '\r')
+                                    for part in re.split('[;,]', value)):
     return "'" + value
   return value
 

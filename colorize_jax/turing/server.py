@@ -5,7 +5,7 @@ URL layout:
   POST /start         creates a participant (token in an HttpOnly cookie) -> /study
   GET  /study         the participant's current pair ("Pair 7 of 20") or -> /done
   POST /answer        pair_id + choice (an image name) -> /study; 409 if answered
-  GET  /done          thank-you page with the participant's own score
+  GET  /done          thank-you page (no score: see below)
   GET  /img/<name>    a study image (<32 hex>.png; names are random)
   GET  /results?token=...      results page (token printed by `serve`)
   GET  /results.csv?token=...  all answers as CSV
@@ -13,13 +13,22 @@ URL layout:
 
 Nothing here says which image is real: names are random, both images of a pair
 are rendered by the same markup in a per-participant random left/right order,
-and image responses carry no file names or modification times.
+and image responses carry no file names or modification times. Nor does any
+participant learn their score: with it, a script starting throwaway participants
+that differ in one answer learned which image of each pair is real, then set the
+study's fool rate at will (a reviewer's script took one study to 92%).
+
+The results token is kept in the study folder (`results_token`, readable by its
+owner only), so the results URL stays the same across restarts, and is never
+written to the access log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 import secrets
 import socket
 import unicodedata
@@ -43,25 +52,32 @@ from colorize_jax.turing import study as study_lib
 COOKIE_PREFIX = 'turing_'   # + the study's id: browsers share cookies across ports
 COOKIE_MAX_AGE_S = 180 * 24 * 3600
 MAX_BODY_BYTES = 16 * 1024
+BODY_TIMEOUT_S = 30.0   # a body trickled in slower than this ties up a connection: 408
 MAX_FIELD_LEN = 100
 AGE_RANGES = ('under 20', '20-24', '25-28', '29-34', '35-44', '45-59', '60 or over')
 _CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 _TITLES = {400: 'Bad request', 403: 'Forbidden', 404: 'Not found', 405: 'Method not allowed',
-           409: 'Already answered', 413: 'Request too large', 500: 'Server error'}
+           408: 'Request timeout', 409: 'Already answered', 413: 'Request too large',
+           500: 'Server error'}
 log = logging.getLogger(__name__)
 
 
 class BodyLimitMiddleware:
-  """Answers 413 to any request whose body exceeds `max_bytes`.
+  """Answers 413 to any request whose body exceeds `max_bytes`, 408 to one whose body
+  has not arrived whole within `timeout_s`.
 
   The body is read (up to the cap) before the app sees the request, so neither
-  a false Content-Length nor a chunked upload gets past it.
+  a false Content-Length nor a chunked upload gets past it, and a client that
+  announces a body and sends it byte by byte (or never) does not hold its
+  connection open for ever.
   """
 
-  def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
+  def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES,
+               timeout_s: float = BODY_TIMEOUT_S):
     self.app = app
     self.max_bytes = max_bytes
+    self.timeout_s = timeout_s
 
   async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
     if scope['type'] != 'http':
@@ -77,8 +93,14 @@ class BodyLimitMiddleware:
         await _plain(send, 413, b'request body too large')
         return
     chunks, total = [], 0
+    deadline = asyncio.get_running_loop().time() + self.timeout_s
     while True:
-      message = await receive()
+      try:
+        message = await asyncio.wait_for(receive(),
+                                         deadline - asyncio.get_running_loop().time())
+      except asyncio.TimeoutError:
+        await _plain(send, 408, b'request body too slow')
+        return
       if message['type'] != 'http.request':
         return  # client went away
       chunks.append(message.get('body', b''))
@@ -171,16 +193,46 @@ def participant_cookie(study: study_lib.Study) -> str:
   return COOKIE_PREFIX + study.study_id[:16]
 
 
+def results_token_of(study_dir: str | os.PathLike[str]) -> str:
+  """The study's results secret: read from `study_dir/results_token`, made (random,
+  readable by its owner only) the first time."""
+  path = os.path.join(study_dir, study_lib.RESULTS_TOKEN)
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+  except FileExistsError:
+    with open(path, encoding='ascii') as f:
+      token = f.read().strip()
+    if not re.fullmatch(r'[A-Za-z0-9_-]{16,}', token):
+      raise study_lib.StudyError(f'{path} holds no valid results token; delete it and a new '
+                                 'one is made (the old results URL then stops working).')
+    return token
+  token = secrets.token_urlsafe(24)
+  with os.fdopen(fd, 'w', encoding='ascii') as f:
+    f.write(token + '\n')
+  return token
+
+
+class _RedactToken(logging.Filter):
+  """Hides the results token in uvicorn's access log lines (the URL's query)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if isinstance(record.args, tuple):
+      record.args = tuple(re.sub(r'token=[^&\s]*', 'token=<hidden>', a) if isinstance(a, str)
+                          else a for a in record.args)
+    return True
+
+
 def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES,
+               max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
                store: store_lib.Store | None = None) -> Starlette:
   """Builds the study web app; starts nothing.
 
   Args:
     study_dir: a folder written by `study.build_study`.
-    results_token: secret for /results and /results.csv; default: a new random
-      one (read it back from `app.state.results_token`).
+    results_token: secret for /results and /results.csv; default: the study's
+      (`results_token_of`; read it back from `app.state.results_token`).
     max_body_bytes: larger request bodies get 413.
+    body_timeout_s: request bodies not received whole in this time get 408.
     store: responses database; default `store.Store(study)` (tests pass one
       with a seeded rng).
 
@@ -193,7 +245,7 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
   study = study_lib.load_study(study_dir)
   db = store or store_lib.Store(study)
   cookie_name = participant_cookie(study)
-  token = results_token or secrets.token_urlsafe(24)
+  token = results_token or results_token_of(study_dir)
   images = study.image_names()
   templates = Jinja2Templates(env=report_lib.templates_env())
 
@@ -349,7 +401,7 @@ def create_app(study_dir: str | os.PathLike[str], *, results_token: str | None =
   ]
   app = Starlette(routes=routes,
                   exception_handlers={HTTPException: http_error, Exception: server_error})
-  app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+  app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, timeout_s=body_timeout_s)
   app.add_middleware(SecurityHeadersMiddleware)
   app.state.results_token = token
   app.state.study = study
@@ -365,8 +417,8 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
     study_dir: a folder written by `study.build_study`.
     host: interface to listen on; the loopback default keeps it local.
     port: TCP port, 0..65535.
-    results_token: secret for the results page; default: a new random one,
-      printed with the results URL.
+    results_token: secret for the results page; default: the study's (kept in the
+      study folder, so the printed results URL stays the same across restarts).
     log_level: uvicorn's log level.
 
   Raises:
@@ -395,8 +447,12 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
             + (f' (by this machine\'s address if the name {shown} does not resolve there)'
                if everywhere else '') +
             '; use HTTPS in front of it for anything beyond a local network.')
+    # Proxy headers are trusted from this machine only (uvicorn's default): an HTTPS
+    # proxy in front says so, and the cookie is then marked Secure.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            server_header=False, proxy_headers=False)
+                            server_header=False, proxy_headers=True,
+                            forwarded_allow_ips='127.0.0.1')
+    logging.getLogger('uvicorn.access').addFilter(_RedactToken())   # after Config's setup
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -34,6 +34,7 @@ IMAGES_DIR = 'images'
 RESPONSES_DB = 'responses.sqlite'
 REPORT_DIR = 'report'
 SERVING_LOCK = '.serving.lock'   # held by `server.serve` while the study is served
+RESULTS_TOKEN = 'results_token'   # the server's secret for the results page
 REPLACED_DIR = 'replaced'        # where a rebuild moves the study it replaces
 FORMAT_VERSION = 1
 # 128 random bits: unguessable, and nothing in the name depends on the pair or side.
@@ -201,7 +202,7 @@ def _write_png(rgb: np.ndarray, path: pathlib.Path) -> None:
 
 def _study_entries(out_dir: pathlib.Path) -> list[pathlib.Path]:
   names = [MANIFEST, IMAGES_DIR, RESPONSES_DB, RESPONSES_DB + '-wal',
-           RESPONSES_DB + '-shm', RESPONSES_DB + '-journal', REPORT_DIR]
+           RESPONSES_DB + '-shm', RESPONSES_DB + '-journal', REPORT_DIR, RESULTS_TOKEN]
   return [out_dir / n for n in names if (out_dir / n).exists()]
 
 
