@@ -924,13 +924,13 @@ def rank(entries: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]
           for i, e in enumerate(ordered)]
 
 
-def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', *,
+def select(workdirs: Sequence[epath.PathLike] | epath.PathLike, metric: str = 'inception_score', *,
            top: int = 12, out_dir: str | None = None, evaluator: Evaluator | None = None,
            fallback_metric: str | None = None, use_cache: bool = True) -> Selection:
   """The paper's protocol: evaluate every checkpoint of every run, rank, record the best.
 
   Args:
-    workdirs: the runs.
+    workdirs: the runs (or one run's folder).
     metric: a key of `METRICS` to rank by.
     top: how many lead the HTML leaderboard with thumbnails (the paper kept 12).
     out_dir: leaderboard folder (default `default_out_dir`).
@@ -951,6 +951,8 @@ def select(workdirs: Sequence[epath.PathLike], metric: str = 'inception_score', 
   for name in (metric, fallback_metric):
     if name is not None and name not in METRICS:
       raise ValueError(f'Unknown metric {name!r}; choose one of {", ".join(METRICS)}.')
+  if isinstance(workdirs, (str, os.PathLike)):   # one run, not the letters of its path
+    workdirs = [workdirs]
   if not workdirs:
     raise ValueError('select needs at least one workdir.')
   if top < 1:

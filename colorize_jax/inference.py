@@ -223,10 +223,16 @@ def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
           f'{epath.Path(workdir) / BEST_FILE} selects step {chosen}, which is no longer saved '
           f'(saved steps: {saved}); rerun `launch.py select`.')
     return chosen
-  try:
-    chosen = int(step)
-  except (TypeError, ValueError):
-    raise ValueError(f"step must be None, 'latest', 'best' or an integer, got {step!r}") from None
+  chosen = None
+  # Whole numbers only: int() would turn 32.5 into 32 and True into 1.
+  if not isinstance(step, (bool, np.bool_)) and not (
+      isinstance(step, (float, np.floating)) and not float(step).is_integer()):
+    try:
+      chosen = int(step)
+    except (TypeError, ValueError):
+      pass
+  if chosen is None:
+    raise ValueError(f"step must be None, 'latest', 'best' or an integer, got {step!r}")
   if chosen not in saved:
     raise FileNotFoundError(f'No checkpoint at step {chosen} in {workdir}; saved steps: {saved}')
   return chosen
@@ -247,7 +253,7 @@ def restore(workdir: epath.PathLike, step: int | str | None = None, *,
     workdir: the run's directory (config.json and checkpoints/).
     step: see `resolve_step` (None: the latest; 'best'; an int).
     mesh: devices to replicate onto; default a mesh of all local devices.
-    nets: which nets to restore, some of ('generator', 'discriminator').
+    nets: which nets to restore, some of ('generator', 'discriminator'), or one name.
 
   Returns:
     The `Restored` checkpoint.
@@ -256,6 +262,7 @@ def restore(workdir: epath.PathLike, step: int | str | None = None, *,
     FileNotFoundError: not a run, no such checkpoint, no selection for 'best'.
     ValueError: a bad `step` or `nets`, or a config the code cannot build.
   """
+  nets = (nets,) if isinstance(nets, str) else tuple(nets)   # 'generator' is one net
   unknown = sorted(set(nets) - set(NETS))
   if unknown or not nets:
     raise ValueError(f'nets={tuple(nets)!r}: expected some of {NETS}.')
@@ -398,7 +405,13 @@ def _as_picture(image: Any) -> tuple[images.Picture,
   if isinstance(image, Image.Image):
     if min(image.size) < 1:
       raise ValueError(f'Empty image of size {image.size[0]}x{image.size[1]}.')
-    picture = images.picture_from_pil(image)
+    try:
+      picture = images.picture_from_pil(image)
+    except ValueError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # Pillow decodes lazily: a broken file opened by the caller fails only here.
+      raise images.UnreadableImage(f'{type(e).__name__}: {e}') from e
 
     def to_pil(rgb, pic):
       rgb8 = images.to_uint8(rgb)
@@ -408,6 +421,9 @@ def _as_picture(image: Any) -> tuple[images.Picture,
 
     return picture, to_pil
 
+  if isinstance(image, (str, bytes, os.PathLike)):
+    raise ValueError(f'Expected a PIL image or an array, got the path or bytes {image!r:.80}: '
+                     'open it first (PIL.Image.open), or use colorize_files for files.')
   arr = np.asarray(image)
   if arr.ndim == 3 and arr.shape[-1] == 1:
     arr = arr[..., 0]

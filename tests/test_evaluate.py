@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -497,6 +498,11 @@ def test_select_ranks_a_run_named_twice_once(runs, tmp_path):
                            out_dir=str(tmp_path / 'board'),
                            evaluator=evaluate.Evaluator(None, progress=False))
   assert sorted(e['step'] for e in ranked.ranking) == [3, 6]
+  # One path given as it is, not in a list, is that run (not the letters of its name).
+  for one in (runs[0], pathlib.Path(runs[0])):
+    ranked = evaluate.select(one, 'psnr', out_dir=str(tmp_path / 'board'),
+                             evaluator=evaluate.Evaluator(None, progress=False))
+    assert sorted(e['step'] for e in ranked.ranking) == [3, 6]
 
 
 def test_data_folders_with_names_that_are_not_utf8_are_evaluated(runs, tmp_path):

@@ -1,6 +1,8 @@
 """Tests of restoring a run and colorizing photos of any size, kind and mode."""
 
+import io
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ import pytest
 from colorize_jax import checkpoints
 from colorize_jax import cli
 from colorize_jax import color
+from colorize_jax import images
 from colorize_jax import inference
 from colorize_jax import steps
 from experiments import default
@@ -110,6 +113,14 @@ def test_restore_picks_latest_given_and_missing_steps(workdir):
     inference.restore(workdir, 'best')
   with pytest.raises(FileNotFoundError, match='config.json'):
     inference.restore(os.path.dirname(workdir))
+  # A whole number in any spelling is that step; a fraction or a bool is no step (int()
+  # made 1.5 step 1 and True step 1).
+  assert inference.resolve_step(workdir, float(MODERATE_STEP)) == MODERATE_STEP
+  assert inference.resolve_step(workdir, np.int64(MODERATE_STEP)) == MODERATE_STEP
+  assert inference.resolve_step(workdir, str(MODERATE_STEP)) == MODERATE_STEP
+  for bad in (MODERATE_STEP + 0.5, True, np.True_, float('nan'), '1.0', 'abc'):
+    with pytest.raises(ValueError, match='an integer'):
+      inference.resolve_step(workdir, bad)
 
 
 def test_restore_reads_the_weights_and_no_optimizer_state(workdir):
@@ -133,6 +144,8 @@ def test_restore_reads_the_weights_and_no_optimizer_state(workdir):
   assert sum(x.nbytes for x in jax.tree.leaves(only_g)) == g_bytes + 4 + 8   # + step, rng
   with pytest.raises(ValueError, match='nets'):
     inference.restore(workdir, nets=('critic',))
+  # One name is that net, not its letters.
+  assert inference.restore(workdir, MODERATE_STEP, nets='generator').state.discriminator is None
 
 
 def test_restore_on_another_device_count(workdir, tmp_path):
@@ -258,6 +271,15 @@ def test_api_refuses_what_it_would_get_wrong(moderate, workdir):
       moderate.colorize_batch(one)
   with pytest.raises(ValueError, match='Empty image'):
     moderate.colorize(Image.new('L', (0, 5)))
+  # A path says to open it (it was "got shape ()"); a PIL image of a broken file, which
+  # Pillow decodes only when asked, is an UnreadableImage (it was Pillow's OSError).
+  for path in ('old.jpg', pathlib.Path('old.jpg'), b'old.jpg'):
+    with pytest.raises(ValueError, match='colorize_files'):
+      moderate.colorize(path)
+  encoded = io.BytesIO()
+  Image.fromarray(rgb).save(encoded, format='JPEG')
+  with pytest.raises(images.UnreadableImage, match='OSError'):
+    moderate.colorize(Image.open(io.BytesIO(encoded.getvalue()[:-50])))
   for saturation in ('1.5', None, True):
     with pytest.raises(ValueError, match='saturation'):
       moderate.colorize(rgb, saturation=saturation)
