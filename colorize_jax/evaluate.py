@@ -924,9 +924,10 @@ def rank(entries: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]
           for i, e in enumerate(ordered)]
 
 
-def select(workdirs: Sequence[epath.PathLike] | epath.PathLike, metric: str = 'inception_score', *,
-           top: int = 12, out_dir: str | None = None, evaluator: Evaluator | None = None,
-           fallback_metric: str | None = None, use_cache: bool = True) -> Selection:
+def select(workdirs: Sequence[epath.PathLike] | epath.PathLike,
+           metric: str = 'inception_score', *, top: int = 12, out_dir: str | None = None,
+           evaluator: Evaluator | None = None, fallback_metric: str | None = None,
+           use_cache: bool = True) -> Selection:
   """The paper's protocol: evaluate every checkpoint of every run, rank, record the best.
 
   Args:
