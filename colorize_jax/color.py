@@ -45,18 +45,35 @@ def _linear_to_srgb(c):
   return jnp.where(c > 0.0031308, 1.055 * safe ** (1 / 2.4) - 0.055, c * 12.92)
 
 
+def full_scale(dtype) -> float:
+  """The value of white for RGB of `dtype`: 255 (uint8), 65535 (uint16), 1.0 (floats).
+
+  Raises:
+    ValueError: other dtypes (int32, bool, ...), whose scale one cannot tell: an int32
+      image of 8-bit counts read as 0..1 floats was ~100x too bright.
+  """
+  dtype = np.dtype(dtype)
+  if dtype == np.uint8:
+    return 255.0
+  if dtype == np.uint16:
+    return 65535.0
+  if np.issubdtype(dtype, np.floating) or dtype == jnp.bfloat16:
+    return 1.0
+  raise ValueError(f'RGB must be uint8, uint16 or float in [0, 1], got {dtype}')
+
+
 def to_float_rgb(rgb: jnp.ndarray) -> jnp.ndarray:
-  """Returns rgb as float32 in [0, 1]; uint8 input is divided by 255."""
-  if rgb.dtype == jnp.uint8:
-    return rgb.astype(jnp.float32) / 255.0
-  return rgb.astype(jnp.float32)
+  """Returns rgb (uint8, uint16 or float in [0, 1]) as float32 in [0, 1]."""
+  scale = full_scale(rgb.dtype)
+  rgb = rgb.astype(jnp.float32)
+  return rgb / scale if scale != 1.0 else rgb
 
 
 def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:
   """Converts sRGB to CIELAB (D65, 2-degree observer).
 
   Args:
-    rgb: [..., 3] uint8 in [0, 255] or float in [0, 1].
+    rgb: [..., 3] uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1].
 
   Returns:
     [..., 3] float32: L in [0, 100], a* and b* roughly in [-110, 110].
@@ -68,14 +85,16 @@ def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:
   return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
 
-def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
+def lab_to_rgb(lab: jnp.ndarray, clip: bool = True) -> jnp.ndarray:
   """Converts CIELAB (D65, 2-degree observer) to sRGB, clipping out-of-gamut colours.
 
   Args:
     lab: [..., 3] float: L in [0, 100], ab in about [-110, 110].
+    clip: if False, out-of-gamut colours keep their channels below 0 or above 1
+      (which tells them apart from colours on the gamut's surface).
 
   Returns:
-    [..., 3] float32 sRGB in [0, 1].
+    [..., 3] float32 sRGB in [0, 1] (unbounded with clip=False).
   """
   lab = lab.astype(jnp.float32)
   fy = (lab[..., 0] + 16.0) / 116.0
@@ -84,7 +103,8 @@ def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
   fz = jnp.maximum(fy - lab[..., 2] / 200.0, 0.0)
   f = jnp.stack([fx, fy, fz], axis=-1)
   xyz = jnp.where(f > _F_BREAK, f ** 3, (f - 16.0 / 116.0) / _KAPPA_SLOPE) * _D65_WHITE
-  return jnp.clip(_linear_to_srgb(xyz @ _RGB_FROM_XYZ.T), 0.0, 1.0)
+  rgb = _linear_to_srgb(xyz @ _RGB_FROM_XYZ.T)
+  return jnp.clip(rgb, 0.0, 1.0) if clip else rgb
 
 
 def rgb_to_gray_l(rgb: jnp.ndarray) -> jnp.ndarray:

@@ -37,6 +37,8 @@ import numpy as np
 from scipy import linalg
 from scipy import special
 
+from colorize_jax import color
+
 INPUT_SIZE = 299
 NUM_CLASSES = 1000
 FEATURE_DIM = 2048
@@ -223,7 +225,7 @@ class InceptionScorer:
     are processed `batch_size` at a time.
 
     Args:
-      rgb: RGB uint8 [N, H, W, 3] in 0..255, or float [N, H, W, 3] in [0, 1].
+      rgb: RGB [N, H, W, 3]: uint8, uint16 (full scale) or float in [0, 1].
 
     Returns:
       `InceptionFeatures` with probs [N, 1000] and pool [N, 2048].
@@ -231,7 +233,7 @@ class InceptionScorer:
     rgb = np.asarray(rgb)
     if rgb.ndim != 4 or rgb.shape[-1] != 3:
       raise ValueError(f'Expected RGB [N, H, W, 3], got shape {rgb.shape}.')
-    scale = 1.0 if np.issubdtype(rgb.dtype, np.integer) else 255.0
+    scale = 255.0 / color.full_scale(rgb.dtype)   # Keras' preprocessing reads 0..255
     forward = self._compiled_forward()
     probs, pool = [], []
     for start in range(0, len(rgb), self.batch_size):

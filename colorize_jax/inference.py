@@ -290,9 +290,14 @@ def restore(workdir: epath.PathLike, step: int | str | None = None, *,
 # Full-resolution pixel arithmetic (jitted over fixed-size pixel chunks).
 
 
+# sRGB's own surface colours (a channel at 0 or 255) come back from Lab up to 1e-5 past
+# [0, 1] in float32: within this they are in the gamut, not cut (invisible: 0.013 of a level).
+_GAMUT_TOLERANCE = 5e-5
+
+
 def _outside_gamut(rgb: jnp.ndarray) -> jnp.ndarray:
-  # lab_to_rgb clips to [0, 1]: a channel exactly at a bound was (almost surely) clipped.
-  return jnp.any((rgb <= 0.0) | (rgb >= 1.0), axis=-1)
+  """[P, 3] unclipped sRGB (`color.lab_to_rgb(lab, clip=False)`) -> bool [P]."""
+  return jnp.any((rgb < -_GAMUT_TOLERANCE) | (rgb > 1.0 + _GAMUT_TOLERANCE), axis=-1)
 
 
 @jax.jit
@@ -302,8 +307,8 @@ def _lightness(rgb: jnp.ndarray) -> jnp.ndarray:
 
 @jax.jit
 def _lab_to_rgb_checked(lab: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  rgb = color.lab_to_rgb(lab)
-  return rgb, _outside_gamut(rgb)
+  rgb = color.lab_to_rgb(lab, clip=False)
+  return jnp.clip(rgb, 0.0, 1.0), _outside_gamut(rgb)
 
 
 @jax.jit
@@ -316,7 +321,8 @@ def _lab_to_rgb_fitted(lab: jnp.ndarray) -> jnp.ndarray:
   def bisect(_, bounds):
     lo, hi = bounds
     mid = 0.5 * (lo + hi)
-    out = _outside_gamut(color.lab_to_rgb(jnp.concatenate([l, mid * ab], axis=-1)))[:, None]
+    out = _outside_gamut(color.lab_to_rgb(jnp.concatenate([l, mid * ab], axis=-1),
+                                          clip=False))[:, None]
     return jnp.where(out, lo, mid), jnp.where(out, mid, hi)
 
   lo, _ = jax.lax.fori_loop(0, _GAMUT_BISECTION_STEPS, bisect,

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from colorize_jax import color
+
 # PSNR of two identical images (MSE = 0) and the ceiling of every PSNR value.
 # A finite cap keeps dataset means finite; 100 dB is far above any real
 # colorization (uint8 images differing in a single unit of a single pixel of a
@@ -32,10 +34,11 @@ AUC_MAX_THRESHOLD = 150
 
 
 def _data_range(x: jax.Array, data_range: float | None) -> float:
-  """The value range of an RGB array: 255 for integers, 1.0 for floats."""
+  """The value range of an RGB array (`color.full_scale`): 255 for uint8, 65535 for
+  uint16, 1.0 for floats."""
   if data_range is not None:
     return float(data_range)
-  return 255.0 if jnp.issubdtype(x.dtype, jnp.integer) else 1.0
+  return color.full_scale(x.dtype)
 
 
 def _check_pair(a: jax.Array, b: jax.Array, channels: int, name: str) -> None:

@@ -46,12 +46,18 @@ def test_round_trip_rgb_lab_rgb():
   np.testing.assert_allclose(np.asarray(back), rgb, atol=1e-4)
 
 
-def test_uint8_input_is_scaled_by_255():
-  """uint8 RGB converts exactly like the same colours as floats in [0, 1]."""
+def test_uint8_and_uint16_inputs_are_scaled_to_full_range_and_other_integers_refused():
+  """uint8 (/255) and uint16 (/65535) RGB convert like the same colours as floats in [0, 1];
+  an int32 or bool array has no scale one can tell (int32 8-bit counts were read as 0..1
+  floats: white came out at L = 9342), so it is a ValueError."""
   rgb8 = np.random.default_rng(4).integers(0, 256, (8, 5, 3), dtype=np.uint8)
-  np.testing.assert_allclose(np.asarray(color.rgb_to_lab(rgb8)),
-                             np.asarray(color.rgb_to_lab(rgb8.astype(np.float32) / 255)),
-                             atol=1e-5)
+  want = np.asarray(color.rgb_to_lab(rgb8.astype(np.float32) / 255))
+  np.testing.assert_allclose(np.asarray(color.rgb_to_lab(rgb8)), want, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(color.rgb_to_lab(rgb8.astype(np.uint16) * 257)), want,
+                             atol=1e-4)
+  for dtype in (np.int32, np.int64, np.bool_):
+    with pytest.raises(ValueError, match='uint8, uint16 or float'):
+      color.rgb_to_lab(rgb8.astype(dtype))
 
 
 def test_gray_has_zero_ab_and_white_has_l_100():

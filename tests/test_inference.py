@@ -214,6 +214,25 @@ def test_gamut_fitting_keeps_lightness_and_hue():
                              np.asarray(color.lab_to_rgb(np.dstack([mid, small]))), atol=1e-6)
 
 
+def test_gamut_fitting_leaves_the_colours_on_the_gamuts_surface_alone():
+  """Colours with a channel at 0 or 255 (pure red, every saturated photo colour) are in sRGB:
+  they come back as they were, not with chroma cut (a test for 'clipped' at exactly 0 or 1
+  took them for outside: pure green came back as (2.2, 255.0, 1.1))."""
+  v = np.arange(0, 256, 5, dtype=np.uint8)
+  a, b = (x.ravel() for x in np.meshgrid(v, v, indexing='ij'))
+  surface = []
+  for bound in (0, 255):
+    for channel in range(3):
+      rgb = np.zeros((a.size, 3), np.uint8)
+      rgb[:, channel] = bound
+      rgb[:, [c for c in range(3) if c != channel]] = np.stack([a, b], -1)
+      surface.append(rgb)
+  rgb = np.concatenate(surface)[None]
+  lab = np.asarray(color.rgb_to_lab(rgb))
+  back = inference.lab_to_rgb_in_gamut(lab[..., 0], lab[..., 1:])
+  assert np.abs(back * 255.0 - rgb).max() < 0.01
+
+
 # ----------------------------------------------------------------------------
 # The Python API.
 

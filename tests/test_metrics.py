@@ -44,6 +44,13 @@ def test_psnr_of_constant_offset(d):
   np.testing.assert_allclose(
       metrics.psnr(a.astype(np.float32) / 255, b.astype(np.float32) / 255),
       expected, atol=1e-3)
+  # uint16 is on its own full scale (it was taken as 0..255), other integers are refused.
+  np.testing.assert_allclose(metrics.psnr(a.astype(np.uint16) * 257, b.astype(np.uint16) * 257),
+                             expected, atol=1e-3)
+  np.testing.assert_allclose(metrics.colorfulness(a.astype(np.uint16) * 257),
+                             metrics.colorfulness(a), rtol=1e-5)
+  with pytest.raises(ValueError, match='uint8, uint16 or float'):
+    metrics.psnr(a.astype(np.int32), b.astype(np.int32))
 
 
 def test_psnr_matches_skimage_on_noise():
@@ -335,6 +342,10 @@ def test_inception_features_shapes_probs_and_batching(random_scorer):
   single = random_scorer.features(rgb[2:3].astype(np.float32) / 255)
   np.testing.assert_allclose(single.pool, out.pool[2:3], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(single.probs, out.probs[2:3], atol=1e-6)
+  deep = random_scorer.features(rgb[2:3].astype(np.uint16) * 257)   # was fed 257x too bright
+  np.testing.assert_allclose(deep.pool, out.pool[2:3], rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='uint8, uint16 or float'):
+    random_scorer.features(rgb.astype(np.int32))
 
 
 def test_missing_weights_raise_inception_unavailable(tmp_path):
