@@ -351,9 +351,17 @@ class Checkpoints:
       self._manager.check_for_errors()
 
   def close(self) -> None:
-    """Waits for started saves, applies the retention rules and releases the manager."""
+    """Waits for started saves, applies the retention rules (if this object saved a
+    checkpoint) and releases the manager.
+
+    A process that saved nothing deletes nothing: a relaunch refused (or with nothing
+    left to train) under a lower `keep` must leave the run as it was.
+    """
     try:
-      self._prune()
+      if self._writing is not None:
+        self._prune()
+      else:
+        self.wait()
     finally:
       self._manager.close()
 

@@ -174,19 +174,26 @@ def test_a_run_that_fails_after_an_epoch_still_finishes_that_epochs_checkpoint(
   assert checkpoints.Checkpoints(tmp_path, read_only=True).all_steps() == [STEPS_PER_EPOCH]
 
 
+def _keep_one(config):
+  config.keep_checkpoints = 1
+  return config
+
+
 def test_refused_relaunches_change_nothing_and_a_finished_run_is_left_alone(
     photos, uninterrupted, tmp_path_factory):
   """A relaunch refused because the data changed leaves the run's config.json as it was;
   a relaunch of a finished run (or one asking for fewer epochs) trains nothing and keeps
-  its config."""
+  its config; neither deletes a checkpoint, even asking to keep fewer (retention ran as
+  the refused relaunch closed, and deleted epoch 1's)."""
   workdir, expected = uninterrupted
   before = (workdir / checkpoints.CONFIG_FILE).read_text()
   fewer = helpers.make_photo_folder(tmp_path_factory.mktemp('fewer'), 8, 3)
   with pytest.raises(ValueError, match='data.folder'):
-    train.train_and_evaluate(tiny_config(fewer), str(workdir))
+    train.train_and_evaluate(_keep_one(tiny_config(fewer)), str(workdir))
   assert (workdir / checkpoints.CONFIG_FILE).read_text() == before
   for num_epochs in (2, 1):
-    state = train.train_and_evaluate(tiny_config(photos, num_epochs=num_epochs), str(workdir))
+    state = train.train_and_evaluate(_keep_one(tiny_config(photos, num_epochs=num_epochs)),
+                                     str(workdir))
     jax.tree.map(np.testing.assert_array_equal, _params(state), expected)
   assert (workdir / checkpoints.CONFIG_FILE).read_text() == before
   assert checkpoints.Checkpoints(workdir, read_only=True).all_steps() == [
