@@ -167,22 +167,22 @@ def _signals_as_interrupts() -> Iterator[list[signal.Signals]]:
 def colorize(flags, args) -> int:
   """`launch.py colorize --workdir RUN [--step N | --best] INPUT... --out DIR`: photos -> PNGs.
 
-  Exit code: 0 all written; 1 some inputs were unreadable or missing, or their
-  outputs already existed (the others are written); 2 nothing done (bad options,
-  no checkpoint, no inputs, an --out that cannot be written, --out would overwrite
-  an input, or every output already exists); 128 + signal number when stopped by
-  SIGINT / SIGTERM (what was written is complete: a rerun finishes the rest).
+  Exit code: 0 every output written or already there (a rerun of a finished or
+  interrupted run); 1 some inputs were unreadable or missing (the others are
+  written); 2 nothing done (bad options, no checkpoint, no inputs, an --out that
+  cannot be written, --out would overwrite an input); 128 + signal number when
+  stopped by SIGINT / SIGTERM (what was written is complete: a rerun finishes the rest).
   """
   parser = argparse.ArgumentParser(
       prog='launch.py colorize --workdir RUN',
       description='Colorizes photos of any size: the model colours a render-size copy, its '
       'colours are resized to the photo and joined with its full-resolution lightness. '
-      'Writes OUT/<path relative to the inputs>.png; inputs are never overwritten, other '
-      'existing files only with --overwrite.',
-      epilog='Exit status: 0 all written; 1 some inputs unreadable or missing, or their outputs '
-      'already there (the rest are written); 2 nothing done (bad options, no checkpoint, no '
-      'inputs, an --out that cannot be written, --out would overwrite an input, or every '
-      'output already exists); 130 / 143 stopped by SIGINT / SIGTERM (rerun to finish).')
+      'Writes OUT/<path relative to the inputs>.png; inputs are never overwritten, and '
+      'existing files only with --overwrite, if colorize wrote them.',
+      epilog='Exit status: 0 every output written or already there; 1 some inputs unreadable '
+      'or missing (the rest are written); 2 nothing done (bad options, no checkpoint, no '
+      'inputs, an --out that cannot be written, --out would overwrite an input); 130 / 143 '
+      'stopped by SIGINT / SIGTERM (rerun to finish).')
   parser.add_argument('inputs', nargs='+', metavar='INPUT', help='files, folders, globs')
   parser.add_argument('--out', required=True, help='output folder')
   _step_options(parser)
@@ -199,8 +199,9 @@ def colorize(flags, args) -> int:
                       metavar='0..9', help='zlib level of the output PNGs (default 6); '
                       '1: a 12 MP photo in 60%% of the time, files 40-60%% larger')
   parser.add_argument('--overwrite', action='store_true',
-                      help='replace output files that already exist (default: keep them and '
-                      'leave their inputs out, so a rerun finishes an interrupted one)')
+                      help='replace outputs that an earlier colorize wrote (default: keep '
+                      'them and leave their inputs out, so a rerun finishes an interrupted '
+                      'one); other files, such as photos of yours, are always kept')
   parser.add_argument('--no-progress', action='store_true', help='no progress bar')
   opts = parser.parse_args(args)  # a bad option exits 2 with the usage line
   if flags.workdir is None:
@@ -230,16 +231,25 @@ def colorize(flags, args) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
-  exists = [not opts.overwrite and os.path.lexists(job.destination) for job in jobs]
-  kept = [job for job, there in zip(jobs, exists) if there]
-  for job in kept:
-    print(f'kept: {job.destination} exists (--overwrite replaces it); {job.source} left out',
-          file=sys.stderr)
-  jobs = [job for job, there in zip(jobs, exists) if not there]
+  from colorize_jax import images  # pylint: disable=g-import-not-at-top
+  kept, foreign = [], []   # outputs there already; files there that colorize did not write
+  for job in jobs:
+    if not os.path.lexists(job.destination):
+      continue
+    if not images.is_colorized_output(job.destination):
+      foreign.append(job)
+      print(f'kept: {job.destination} exists and colorize did not write it (a photo of '
+            f'yours?): it is never replaced; {job.source} left out', file=sys.stderr)
+    elif not opts.overwrite:
+      kept.append(job)
+      print(f'kept: {job.destination} exists (--overwrite replaces it); {job.source} left out',
+            file=sys.stderr)
+  left_out = {id(job) for job in kept + foreign}
+  jobs = [job for job in jobs if id(job) not in left_out]
   if not jobs:
-    print(f'error: nothing to do: all {len(kept)} outputs exist in {opts.out} (--overwrite '
-          'replaces them)', file=sys.stderr)
-    return EXIT_USAGE
+    print(f'nothing to do: all {len(kept) + len(foreign)} outputs exist in {opts.out}' +
+          (' (--overwrite replaces those colorize wrote)' if kept else ''))
+    return EXIT_PARTIAL if missing else EXIT_OK
   try:
     colorizer = inference.Colorizer.from_workdir(
         flags.workdir, step, render_size=opts.render_size, batch_size=opts.batch_size,
@@ -266,8 +276,9 @@ def colorize(flags, args) -> int:
   failed = len(summary.failed) + len(missing)
   print(f'{len(summary.written)} images written to {opts.out}' +
         (f'; {failed} inputs failed (listed above)' if failed else '') +
-        (f'; {len(kept)} outputs were there already and kept' if kept else ''))
-  return EXIT_PARTIAL if failed or kept else EXIT_OK
+        (f'; {len(kept) + len(foreign)} outputs were there already and kept'
+         if kept or foreign else ''))
+  return EXIT_PARTIAL if failed else EXIT_OK
 
 
 def _print_columns(table: list[list[str]]) -> None:

@@ -59,6 +59,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import glob
+import itertools
 import json
 import logging
 import numbers
@@ -648,7 +649,7 @@ class Colorizer:
       try:
         images.save_png(self._finish(l, ab_small, placement, saturation), job.destination,
                         alpha, compress_level=png_compress_level, bit_depth=bit_depth,
-                        dpi=dpi)
+                        dpi=dpi, software=images.SOFTWARE)
       except OSError as e:
         return job, f'{job.destination}: cannot write: {e}'
       return job, None
@@ -778,6 +779,13 @@ def _has_glob(text: str) -> bool:
   return any(c in text for c in '*?[')
 
 
+def _glob_base(pattern: str) -> str:
+  """The folder a glob pattern looks in: its leading components without wildcards."""
+  parts = pattern.split(os.sep)
+  fixed = list(itertools.takewhile(lambda p: not _has_glob(p), parts[:-1]))
+  return os.sep.join(fixed) or ('/' if pattern.startswith(os.sep) else '.')
+
+
 def _output_names(relative: Sequence[str]) -> list[str]:
   """Distinct PNG names for input paths `relative` to the output folder's root.
 
@@ -816,9 +824,10 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   a.png, or names differing only in case) both keep their full names (a.jpg.png,
   a.png.png), so that no two outputs share a name. Folders are searched
   recursively for files with `images.IMAGE_EXTENSIONS`; files named explicitly
-  are tried whatever their extension. What a folder or a pattern finds inside
-  out_dir is left out (with a logged warning), so that a rerun does not take the
-  last run's outputs for photos; an input folder inside out_dir (or out_dir
+  are tried whatever their extension. What a folder or a pattern finds that an
+  earlier colorization wrote (`images.is_colorized_output`, wherever it lies) or
+  that lies inside out_dir is left out (with a logged warning), so that a rerun
+  does not take outputs for photos; an input folder inside out_dir (or out_dir
   itself) is refused for the same reason.
 
   Args:
@@ -837,7 +846,8 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   if isinstance(inputs, (str, os.PathLike)):
     inputs = [inputs]   # iterating a string would take each character for a path
   out_real = os.path.realpath(out_dir)
-  files: list[tuple[str, str]] = []   # (path, folder its name is relative to)
+  # (path, folder its name is relative to, found by a folder or pattern rather than named)
+  files: list[tuple[str, str, bool]] = []
   missing = []
 
   def add_folder(folder: str) -> None:
@@ -850,19 +860,24 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
     if _within(out_real, real):
       logging.warning('Leaving out %s: it is the output folder, inside the input %s.',
                       out_dir, folder)
-    files.extend((path, os.path.abspath(folder)) for path in images.list_images(folder, out_real))
+    files.extend((path, os.path.abspath(folder), True)
+                 for path in images.list_images(folder, out_real))
 
   for arg in inputs:
     arg = os.fspath(arg)
     if os.path.isdir(arg):
       add_folder(arg)
     elif os.path.exists(arg):
-      files.append((arg, os.path.dirname(os.path.abspath(arg))))
+      files.append((arg, os.path.dirname(os.path.abspath(arg)), False))
     elif _has_glob(arg):
       matches = sorted(glob.glob(arg, recursive=True))
       if not matches:
         missing.append((arg, 'no file matches this pattern'))
-      outputs = {m for m in matches if _within(os.path.realpath(m), out_real)}
+      # A pattern's matches in out_dir are outputs only if out_dir is not where the pattern
+      # looks ('album/*.jpg' with --out album matches the user's photos there).
+      base = _glob_base(arg)
+      outputs = set() if os.path.realpath(base) == out_real else {
+          m for m in matches if _within(os.path.realpath(m), out_real)}
       if outputs:
         logging.warning('Leaving out %d matches of %s in the output folder %s.', len(outputs),
                         arg, out_dir)
@@ -872,16 +887,23 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
         if os.path.isdir(match):
           add_folder(match)
         else:
-          files.append((match, os.path.dirname(os.path.abspath(match))))
+          files.append((match, os.path.dirname(os.path.abspath(match)), True))
     else:
       missing.append((arg, 'no such file or folder'))
 
-  seen, unique = set(), []
-  for path, root in files:
+  seen, unique, colorized = set(), [], []
+  for path, root, found in files:
     key = os.path.realpath(path)
-    if key not in seen:
-      seen.add(key)
+    if key in seen:
+      continue
+    seen.add(key)
+    if found and images.is_colorized_output(path):
+      colorized.append(path)
+    else:
       unique.append((path, root))
+  if colorized:
+    logging.warning('Leaving out %d images that colorize wrote (e.g. %s): outputs of an '
+                    'earlier run, not photos.', len(colorized), colorized[0])
   if not unique:
     return [], missing
   base = os.path.commonpath([root for _, root in unique])

@@ -463,26 +463,53 @@ def test_cli_refuses_to_overwrite_inputs(workdir, tmp_path, capsys):
 
 
 def test_cli_keeps_existing_outputs_unless_told_to_overwrite(workdir, tmp_path, capsys):
-  """A file already in --out (here the user's own a.png beside the a.jpg being
-  colorized) is kept and its input left out (exit 1); with every output there, nothing
-  is done (exit 2); --overwrite replaces it (exit 0). A rerun thus finishes a killed one."""
+  """An output already in --out is kept and its input left out, and a rerun with every
+  output there has nothing to do: both succeed (exit 0: a rerun finishes a killed run);
+  --overwrite replaces what colorize wrote, but never a file it did not write (the user's
+  own a.png beside the a.jpg being colorized: --overwrite once replaced it)."""
   folder, out = tmp_path / 'in', tmp_path / 'out'
   folder.mkdir()
   out.mkdir()
   Image.fromarray(photo(20, 20)).save(folder / 'a.jpg')
   Image.fromarray(photo(24, 24, seed=1)).save(folder / 'b.png')
-  (out / 'a.png').write_bytes(b'the user\'s own file')
-  args = [str(folder / 'a.jpg'), str(folder / 'b.png'), '--out', str(out), '--no-progress']
-  assert cli.colorize(run_flags(workdir), args) == 1
+  Image.fromarray(photo(28, 28, seed=2)).save(folder / 'c.png')
+  Image.fromarray(photo(16, 16, seed=3)).save(out / 'a.png')   # the user's own photo
+  users = (out / 'a.png').read_bytes()
+  one = [str(folder / 'a.jpg'), str(folder / 'b.png'), '--out', str(out), '--no-progress']
+  assert cli.colorize(run_flags(workdir), one) == 0
   captured = capsys.readouterr()
-  assert (out / 'a.png').read_bytes() == b"the user's own file"
-  assert 'kept: ' in captured.err and '--overwrite' in captured.err
-  assert '1 images written' in captured.out and sorted(os.listdir(out)) == ['a.png', 'b.png']
-  assert cli.colorize(run_flags(workdir), args) == 2
-  assert 'nothing to do' in capsys.readouterr().err
-  assert cli.colorize(run_flags(workdir), args + ['--overwrite']) == 0
-  with Image.open(out / 'a.png') as img:
-    assert img.size == (20, 20)
+  assert 'colorize did not write it' in captured.err and '1 images written' in captured.out
+  assert sorted(os.listdir(out)) == ['a.png', 'b.png']
+  written = (out / 'b.png').read_bytes()
+  both = one[:2] + [str(folder / 'c.png')] + one[2:]
+  assert cli.colorize(run_flags(workdir), both) == 0   # finishes: c.png
+  captured = capsys.readouterr()
+  assert 'kept: ' in captured.err and '1 images written' in captured.out
+  assert cli.colorize(run_flags(workdir), both) == 0
+  assert 'nothing to do' in capsys.readouterr().out
+  (out / 'b.png').write_bytes(written[:-20])   # damaged by hand: --overwrite is the remedy
+  assert cli.colorize(run_flags(workdir), both + ['--overwrite']) == 0
+  assert (out / 'a.png').read_bytes() == users
+  assert (out / 'b.png').read_bytes() == written
+
+
+def test_cli_colorizes_into_the_folder_of_named_photos_without_harm(workdir, tmp_path, capsys):
+  """Files or a pattern of a folder colorized into that folder: each photo gets its PNG
+  beside it, and a photo of the user's that has the output's name is kept, --overwrite or
+  not (the pattern was left out as 'matches in the output folder': 'no input images')."""
+  album = tmp_path / 'album'
+  album.mkdir()
+  Image.fromarray(photo(20, 20)).save(album / 'x.jpg')
+  Image.fromarray(photo(16, 16, seed=1)).save(album / 'x.png')   # a colour photo of the user
+  Image.fromarray(photo(20, 24, seed=2)).save(album / 'y.jpg')
+  users = (album / 'x.png').read_bytes()
+  for args in ([str(album / 'x.jpg'), '--overwrite'], [str(album / '*.jpg'), '--overwrite']):
+    assert cli.colorize(run_flags(workdir), args + ['--out', str(album), '--no-progress']) == 0
+    assert (album / 'x.png').read_bytes() == users
+  assert 'colorize did not write it' in capsys.readouterr().err
+  assert sorted(os.listdir(album)) == ['x.jpg', 'x.png', 'y.jpg', 'y.png']
+  assert images.is_colorized_output(album / 'y.png')
+  assert not images.is_colorized_output(album / 'x.png')
 
 
 def test_cli_checks_out_and_saturation_before_loading_the_model(workdir, tmp_path, capsys,
@@ -629,6 +656,15 @@ def test_plan_jobs_never_reads_its_own_outputs(tmp_path):
   assert [j.source for j in jobs] == [str(folder / 'x.jpg')]
   jobs, _ = inference.plan_jobs(str(folder / 'x.jpg'), str(tmp_path / 'out'))
   assert [j.source for j in jobs] == [str(folder / 'x.jpg')]
+  # The outputs of an earlier run into a subfolder are no photos for a run into another
+  # --out (they were colorized again): found by their mark wherever they lie.
+  images.save_png(photo(8, 8), folder / 'old' / 'x.png', software=images.SOFTWARE)
+  images.save_png(photo(8, 8), folder / 'old' / 'y.png', bit_depth=16,
+                  software=images.SOFTWARE)
+  images.save_png(photo(8, 8), folder / 'old' / 'z.png')   # no mark: a photo
+  jobs, _ = inference.plan_jobs([str(folder)], str(tmp_path / 'other'))
+  assert sorted(os.path.relpath(j.source, folder) for j in jobs) == [
+      os.path.join('col', 'x.png'), os.path.join('old', 'z.png'), 'x.jpg']
 
 
 def test_plan_jobs_lists_a_folder_once_whatever_links_loop_back(tmp_path):
