@@ -26,6 +26,12 @@ def check_folder(path: str | os.PathLike, what: str) -> None:
     raise FileNotFoundError(f'{what} not found: {os.fspath(path)!r}.')
 
 
+def within(path: str, folder: str) -> bool:
+  """Whether the path `path` is `folder` or lies inside it (both real or both as given:
+  links are not resolved here)."""
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def check_writable(folder: str | os.PathLike, what: str) -> None:
   """Makes `folder` if missing and checks that files can be created in it.
 

@@ -76,6 +76,7 @@ import tqdm
 
 from colorize_jax import checkpoints
 from colorize_jax import color
+from colorize_jax import files
 from colorize_jax import images
 from colorize_jax import parallel
 from colorize_jax import steps
@@ -760,11 +761,6 @@ class OverwriteError(ValueError):
   (so that the next run would read them as photos)."""
 
 
-def _within(path: str, folder: str) -> bool:
-  """Whether the real path `path` is the real path `folder` or lies inside it."""
-  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _refuse_overwrites(jobs: Sequence[Job]) -> None:
   """Raises OverwriteError if a job's destination is some job's source (links resolved)."""
   sources = {os.path.realpath(job.source) for job in jobs}
@@ -847,20 +843,20 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
     inputs = [inputs]   # iterating a string would take each character for a path
   out_real = os.path.realpath(out_dir)
   # (path, folder its name is relative to, found by a folder or pattern rather than named)
-  files: list[tuple[str, str, bool]] = []
+  found: list[tuple[str, str, bool]] = []
   missing = []
 
   def add_folder(folder: str) -> None:
     real = os.path.realpath(folder)
-    if _within(real, out_real):
+    if files.within(real, out_real):
       raise OverwriteError(
           f'The output folder {out_dir} is, or contains, the input folder {folder}: a rerun '
           'would take the PNGs written there for photos. Choose an --out outside the inputs '
           '(a new subfolder of them is fine: it is left out of the inputs).')
-    if _within(out_real, real):
+    if files.within(out_real, real):
       logging.warning('Leaving out %s: it is the output folder, inside the input %s.',
                       out_dir, folder)
-    files.extend((path, os.path.abspath(folder), True)
+    found.extend((path, os.path.abspath(folder), True)
                  for path in images.list_images(folder, out_real))
 
   for arg in inputs:
@@ -868,7 +864,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
     if os.path.isdir(arg):
       add_folder(arg)
     elif os.path.exists(arg):
-      files.append((arg, os.path.dirname(os.path.abspath(arg)), False))
+      found.append((arg, os.path.dirname(os.path.abspath(arg)), False))
     elif _has_glob(arg):
       matches = sorted(glob.glob(arg, recursive=True))
       if not matches:
@@ -877,7 +873,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
       # looks ('album/*.jpg' with --out album matches the user's photos there).
       base = _glob_base(arg)
       outputs = set() if os.path.realpath(base) == out_real else {
-          m for m in matches if _within(os.path.realpath(m), out_real)}
+          m for m in matches if files.within(os.path.realpath(m), out_real)}
       if outputs:
         logging.warning('Leaving out %d matches of %s in the output folder %s.', len(outputs),
                         arg, out_dir)
@@ -887,17 +883,17 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
         if os.path.isdir(match):
           add_folder(match)
         else:
-          files.append((match, os.path.dirname(os.path.abspath(match)), True))
+          found.append((match, os.path.dirname(os.path.abspath(match)), True))
     else:
       missing.append((arg, 'no such file or folder'))
 
   seen, unique, colorized = set(), [], []
-  for path, root, found in files:
+  for path, root, by_search in found:
     key = os.path.realpath(path)
     if key in seen:
       continue
     seen.add(key)
-    if found and images.is_colorized_output(path):
+    if by_search and images.is_colorized_output(path):
       colorized.append(path)
     else:
       unique.append((path, root))

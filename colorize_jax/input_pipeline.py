@@ -351,8 +351,22 @@ def _filter_scanned(names, sources, split, stats, examples):
 
 
 def _list_images(root: str) -> list[str]:
-  """Image files under root (`images.list_images`), as sorted paths relative to root."""
-  return [os.path.relpath(path, root) for path in images_lib.list_images(root)]
+  """Image files under root (`images.list_images`), as sorted paths relative to root,
+  leaving out what lies in training runs there (a --workdir inside a flat photo folder:
+  its sample grids, read as photos, changed the split after its first epoch)."""
+  runs = [folder for folder, subfolders, names in os.walk(root, followlinks=True)
+          if _RUN_CONFIG in names and _RUN_CHECKPOINTS in subfolders]
+  found = images_lib.list_images(root)
+  inside = {p for p in found if any(files.within(p, run) for run in runs)}
+  if inside:
+    logging.warning('Leaving out %d images in the training run(s) %s under %r.',
+                    len(inside), ', '.join(runs), root)
+    found = [p for p in found if p not in inside]
+  return [os.path.relpath(path, root) for path in found]
+
+
+# A folder holding both is a training run (checkpoints.CONFIG_FILE, CHECKPOINT_DIR).
+_RUN_CONFIG, _RUN_CHECKPOINTS = 'config.json', 'checkpoints'
 
 
 # '<photo>_<crop index>': an index of one or two digits. Camera numbers ('IMG_0001',

@@ -230,6 +230,27 @@ def test_folder_split_by_photo_keeps_crops_together(tmp_path):
   assert splits.num_train + splits.num_val == 61
 
 
+def test_a_training_run_inside_the_photo_folder_is_not_read_as_photos(tmp_path):
+  """A --workdir inside a flat photo folder: its sample grids are no training photos, so the
+  split after an epoch is the split before it (it took them in and every resume was refused
+  as 'steps per epoch changed'); a folder that merely has a config.json is read."""
+  for i in range(12):
+    Image.fromarray(_noise(i, 8, 8)).save(tmp_path / f'photo{i}.png')
+  config = _data_config(folder=str(tmp_path), val_fraction=0.3)
+  before = ip.build_splits(config)
+  run = tmp_path / 'run'
+  (run / 'checkpoints').mkdir(parents=True)
+  (run / 'config.json').write_text('{}')
+  (run / 'samples').mkdir()
+  for i in range(3):
+    Image.fromarray(_noise(100 + i, 8, 8)).save(run / 'samples' / f'epoch_00{i}.png')
+  after = ip.build_splits(config)
+  assert (after.train.names, after.val.names) == (before.train.names, before.val.names)
+  (run / 'checkpoints').rmdir()   # not a run: its images are photos like any others
+  splits = ip.build_splits(config)
+  assert splits.num_train + splits.num_val == 15
+
+
 def test_split_by_photo_ignores_listing_order_and_file_count():
   """A photo's side depends on its name only: shuffling or dropping other files keeps it."""
   files = [f'a/photo{s}_{c}.jpg' for s in range(200) for c in range(3)]
