@@ -169,6 +169,10 @@ class Checkpoints:
   def directory(self) -> epath.Path:
     return self._manager.directory
 
+  def step_directory(self, step: int) -> epath.Path:
+    """The folder of checkpoint `step` (a saved one)."""
+    return ocp.step.find_step_path(self.directory, self._step_names, step=step)
+
   def all_steps(self) -> list[int]:
     """Steps of the complete checkpoints, ascending."""
     return sorted(self._manager.all_steps())
@@ -240,7 +244,7 @@ class Checkpoints:
     # The manager's 'state' handler is the StandardCheckpointHandler its saves
     # registered, which has no partial restore; a PyTree checkpointer reads the
     # same files (StandardSave writes a PyTree checkpoint).
-    path = ocp.step.find_step_path(self.directory, self._step_names, step=step) / STATE_ITEM
+    path = self.step_directory(step) / STATE_ITEM
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_subtree)
     with self._reading(step), ocp.PyTreeCheckpointer() as checkpointer:
       subtree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(

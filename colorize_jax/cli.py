@@ -31,6 +31,40 @@ def setup_runtime() -> None:
   # orbax narrates every save at INFO (dozens of lines per checkpoint).
   logging.get_absl_handler().addFilter(
       lambda record: record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname)
+  _quiet_orbax_read_failures()
+
+
+_QUIETED = False
+
+
+def _quiet_orbax_read_failures() -> None:
+  """Silences what orbax leaves behind when reading a damaged checkpoint fails.
+
+  The failure itself is raised (as checkpoints.CorruptCheckpoint) and reported in one
+  line; orbax's other pending reads then fail once more in its closed event loop, and
+  asyncio and the interpreter printed them too: up to 500 lines of traceback after it.
+  """
+  global _QUIETED
+  if _QUIETED:
+    return
+  _QUIETED = True
+
+  def leftover(text: str) -> bool:
+    return 'orbax' in text or 'tensorstore' in text
+
+  std_logging.getLogger('asyncio').addFilter(
+      lambda record: not (record.getMessage().startswith('Task exception was never retrieved')
+                          and leftover(record.getMessage())))
+  default_hook = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and 'Event loop is closed' in str(unraisable.exc_value)
+            and leftover(repr(unraisable.object) + getattr(
+                getattr(unraisable.object, 'cr_code', None), 'co_filename', ''))):
+      default_hook(unraisable)
+
+  sys.unraisablehook = hook
 
 
 def _require(flags, *names) -> None:

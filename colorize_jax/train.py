@@ -374,7 +374,14 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
   meta = {}
   if resuming:
     abstract = steps.abstract_state(gan, config.image_size, parallel.replicated(mesh))
-    state, meta = ckpts.restore(abstract)
+    try:
+      state, meta = ckpts.restore(abstract)
+    except checkpoints.CorruptCheckpoint as e:
+      raise checkpoints.CorruptCheckpoint(
+          f'{e} To resume from the checkpoint before it, move '
+          f'{ckpts.step_directory(ckpts.latest_step())} '
+          'out of that folder (keep it to look at); training goes on from the latest '
+          'readable one.') from e
     if meta.get('steps_per_epoch', steps_per_epoch) != steps_per_epoch:
       raise ValueError(
           f'{workdir} was trained with {meta["steps_per_epoch"]} steps per epoch, this config '

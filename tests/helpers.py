@@ -55,3 +55,15 @@ def tiny_config(photos, num_epochs: int = 2, batch_size: int = 4):
 def tiny_flags(photos, num_epochs: int = 2, batch_size: int = 4) -> list[str]:
   """The same settings as `launch.py` flags, after --config=experiments/default.py."""
   return [f'--config.{k}={v}' for k, v in tiny_settings(photos, num_epochs, batch_size).items()]
+
+
+def damage_checkpoint(step_dir, how='truncate'):
+  """Truncates ('truncate') or flips bytes in ('flip') every data file of a checkpoint's state."""
+  files = [p for p in (step_dir / 'state').rglob('*') if p.is_file() and p.parent.name == 'd']
+  assert files, 'no data files found to damage'
+  for path in files:
+    data = path.read_bytes()
+    if how == 'truncate':
+      path.write_bytes(data[:len(data) // 2])
+    else:
+      path.write_bytes(data[:16] + bytes(b ^ 0xFF for b in data[16:]))

@@ -10,6 +10,7 @@ import pytest
 from colorize_jax import checkpoints
 from colorize_jax import steps
 from experiments import default
+from tests import helpers
 
 IMAGE_SIZE = 32
 
@@ -92,18 +93,6 @@ def test_restore_subtree_of_a_later_step_and_bad_requests(saved):
   ckpts.close()
 
 
-def _damage(step_dir, how):
-  """Truncates ('truncate') or flips bytes in ('flip') every data file of a checkpoint's state."""
-  files = [p for p in (step_dir / 'state').rglob('*') if p.is_file() and p.parent.name == 'd']
-  assert files, 'no data files found to damage'
-  for path in files:
-    data = path.read_bytes()
-    if how == 'truncate':
-      path.write_bytes(data[:len(data) // 2])
-    else:
-      path.write_bytes(data[:16] + bytes(b ^ 0xFF for b in data[16:]))
-
-
 # orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 @pytest.mark.parametrize('how', ['truncate', 'flip'])
@@ -114,7 +103,7 @@ def test_a_damaged_checkpoint_is_a_clear_error_naming_it_and_the_others(saved, t
   workdir, gan, _ = saved
   copy = tmp_path / 'run'
   shutil.copytree(workdir, copy)
-  _damage(copy / 'checkpoints' / '2', how)
+  helpers.damage_checkpoint(copy / 'checkpoints' / '2', how)
   abstract = steps.abstract_state(gan, IMAGE_SIZE)
   ckpts = checkpoints.Checkpoints(copy, read_only=True)
   with pytest.raises(checkpoints.CorruptCheckpoint, match=r'Checkpoint 2 .*Other saved steps: \[1\]'):

@@ -168,3 +168,41 @@ def test_launch_help_exits_with_status_0():
                           text=True, timeout=300)
     assert done.returncode == 0, (args, done.stderr[-500:])
     assert '--workdir' in done.stdout and 'launch.py' in done.stdout, args
+
+
+def test_orbax_leftovers_of_a_failed_read_are_silenced_and_nothing_else(monkeypatch):
+  """After a damaged checkpoint's one-line error, orbax's other pending reads failed again
+  in its closed event loop and printed up to 500 lines (asyncio's 'Task exception was never
+  retrieved', the interpreter's 'Exception ignored'): those are dropped, others are not."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from colorize_jax import cli  # pylint: disable=g-import-not-at-top
+  reported = []
+  monkeypatch.setattr(sys, 'unraisablehook', reported.append)
+  monkeypatch.setattr(cli, '_QUIETED', False)
+  asyncio_log = logging.getLogger('asyncio')
+  monkeypatch.setattr(asyncio_log, 'filters', [])
+  cli._quiet_orbax_read_failures()  # pylint: disable=protected-access
+  cli._quiet_orbax_read_failures()  # pylint: disable=protected-access  (installed once)
+  assert len(asyncio_log.filters) == 1
+
+  def record(text):
+    return logging.LogRecord('asyncio', logging.ERROR, __file__, 1, text, None, None)
+
+  assert not asyncio_log.filter(record(
+      'Task exception was never retrieved\nfuture: <Task finished coro=<_read() defined at '
+      '/venv/orbax/checkpoint/_src/serialization/serialization.py:272>>'))
+  assert asyncio_log.filter(record('Task exception was never retrieved\nfuture: <Task mine>'))
+
+  def unraisable(filename, message='Event loop is closed'):
+    return types.SimpleNamespace(
+        exc_type=RuntimeError, exc_value=RuntimeError(message), exc_traceback=None,
+        err_msg=None,
+        object=types.SimpleNamespace(cr_code=types.SimpleNamespace(co_filename=filename)))
+
+  sys.unraisablehook(unraisable('/venv/orbax/checkpoint/_src/serialization.py'))
+  assert not reported
+  for other in (unraisable('/home/me/my_code.py'),
+                unraisable('/venv/orbax/checkpoint/x.py', 'something else')):
+    sys.unraisablehook(other)
+  assert len(reported) == 2

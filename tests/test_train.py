@@ -1,6 +1,8 @@
 """End-to-end tests of the training loop: checkpoints, samples, events, resume, signals, NaN."""
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +118,25 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(photos,
   state, _ = ckpts.restore(steps.abstract_state(gan, 32, jax.sharding.SingleDeviceSharding(
       jax.devices()[0])))
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(state)))
+
+
+# orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_damaged_latest_checkpoint_says_how_to_resume_from_the_one_before(
+    photos, uninterrupted, tmp_path):
+  """Resuming over a damaged latest checkpoint names it and the way on: moving it aside
+  (which the error names) resumes from the one before, to the same weights."""
+  workdir, expected = uninterrupted
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  latest = copy / 'checkpoints' / str(2 * STEPS_PER_EPOCH)
+  helpers.damage_checkpoint(latest)
+  with pytest.raises(checkpoints.CorruptCheckpoint,
+                     match=f'move {re.escape(str(latest))} out of that folder'):
+    train.train_and_evaluate(tiny_config(photos), str(copy))
+  shutil.move(latest, tmp_path / 'aside')
+  resumed = train.train_and_evaluate(tiny_config(photos), str(copy))
+  jax.tree.map(np.testing.assert_array_equal, _params(resumed), expected)
 
 
 def test_resume_with_a_different_architecture_is_refused(photos, uninterrupted):
