@@ -135,6 +135,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     # (--config.batchsize=4) as an AttributeError wrapping a KeyError.
     inner = e.args[0] if e.args and isinstance(e.args[0], Exception) else e
     text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
+    if isinstance(inner, KeyError):   # "'foo'" alone (or with ml_collections' suggestion)
+      first, *rest = str(text).split('\n')
+      key = first.strip('\'"')
+      flag = next((a.split('=')[0] for a in argv if a.startswith('--config.')
+                   and a.split('=')[0].rsplit('.', 1)[-1] == key), None)
+      text = '\n'.join([f'the config has no field {first}' + (f' ({flag})' if flag else '')]
+                       + rest)
     sys.stderr.write(f'FATAL Flags parsing error: {text}\n'
                      'Pass --helpshort or --helpfull to see help on flags.\n')
     sys.exit(EXIT_USAGE)

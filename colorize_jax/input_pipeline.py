@@ -436,6 +436,10 @@ def _folder_splits(data_config, wanted):
     val_rel = [os.path.join('val', p) for p in _list_images(val_dir)]
   else:
     train_rel, val_rel = split_by_photo(_list_images(root), val_fraction)
+    if val_rel and not train_rel and 'train' in wanted:
+      raise ValueError(
+          f'config.data.val_fraction={val_fraction} puts all {len(val_rel)} images under '
+          f'{root!r} in the validation split: lower it to leave photos for training.')
   if not train_rel and not val_rel:
     raise ValueError(
         f'No image files ({", ".join(images_lib.IMAGE_EXTENSIONS)}) under '

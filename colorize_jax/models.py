@@ -209,6 +209,17 @@ def make_models(model_config, dtype: Any = None,
     raise ValueError(f'model.dropout must be in [0, 1), got {model_config.dropout}')
   if model_config.width < 1:
     raise ValueError(f'model.width must be >= 1, got {model_config.width}')
+  if model_config.num_dropout_levels < 0:
+    raise ValueError(f'model.num_dropout_levels must be >= 0, got '
+                     f'{model_config.num_dropout_levels}')
+  if model_config.disc_layers < 1:
+    raise ValueError(f'model.disc_layers must be >= 1, got {model_config.disc_layers}')
+  if image_size is not None and discriminator_output_size(
+      image_size, model_config.disc_layers) < 1:
+    deepest = max(n for n in range(1, 12) if discriminator_output_size(image_size, n) >= 1)
+    raise ValueError(f'model.disc_layers={model_config.disc_layers} is too deep for '
+                     f'image_size {image_size}: the PatchGAN would have no logits left; at '
+                     f'most {deepest} at this size.')
   generator = Generator(width=model_config.width, norm=model_config.norm,
                         dropout=model_config.dropout,
                         num_dropout_levels=model_config.num_dropout_levels,

@@ -78,9 +78,15 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
     raise ValueError(f'batch_size must be >= 1, got {global_batch_size}')
   devices, processes = mesh.devices.size, jax.process_count()
   if global_batch_size % devices or global_batch_size % processes:
+    # A resumed run keeps its batch size: fewer devices is then the way.
+    fewer = max((n for n in range(1, devices + 1)
+                 if global_batch_size % n == 0 and n % processes == 0), default=None)
     raise ValueError(
         f'batch_size {global_batch_size} must divide by the number of devices ({devices}) '
-        f'and of processes ({processes}); e.g. use {devices * max(1, global_batch_size // devices)}')
+        f'and of processes ({processes}); e.g. use batch_size '
+        f'{devices * max(1, global_batch_size // devices)}' +
+        (f', or (to keep this batch size, as a resumed run must) --config.num_devices={fewer}'
+         if fewer else ''))
 
 
 def shard_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, Any]:

@@ -9,6 +9,7 @@ batches cross to the device as uint8 RGB (a quarter of the bytes of float32 Lab)
 
 import dataclasses
 import functools
+import math
 import os
 from typing import Any, Callable
 
@@ -79,8 +80,8 @@ class GAN:
                        f'{config.loss.l1_weight} and {config.loss.d_loss_scale}')
     opt = config.optim
     for name in ('g_learning_rate', 'd_learning_rate'):
-      if not opt[name] > 0:
-        raise ValueError(f'optim.{name} must be > 0, got {opt[name]}')
+      if not 0 < opt[name] < math.inf:
+        raise ValueError(f'optim.{name} must be finite and > 0, got {opt[name]}')
     for name in ('g_b1', 'g_b2', 'd_b1', 'd_b2'):
       if not 0 <= opt[name] < 1:   # Adam's moment decay rates; 1 would never forget
         raise ValueError(f'optim.{name} must be in [0, 1), got {opt[name]}')

@@ -41,7 +41,7 @@ from colorize_jax import visualize
 # state's shapes, the data order, and which photos are trained and validated on.
 _FROZEN_ON_RESUME = ('image_size', 'batch_size', 'seed', 'model.', 'data.source',
                      'data.folder', 'data.places_classes', 'data.num_train', 'data.num_val',
-                     'data.val_fraction')
+                     'data.val_fraction', 'data.samples_per_epoch')
 _DATA_PATHS = ('folder', 'tfds_data_dir')   # config.data fields that name folders
 LOCK_FILE = '.train.lock'   # in the workdir, see `_workdir_lock`
 
@@ -183,6 +183,9 @@ def _validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'log_every_steps must be >= 1, got {config.log_every_steps}')
   if config.num_sample_images < 0:
     raise ValueError(f'num_sample_images must be >= 0, got {config.num_sample_images}')
+  if not -2**63 <= config.seed < 2**63:   # jax.random.PRNGKey's range
+    raise ValueError(f'seed must be a 64-bit integer (-2**63 <= seed < 2**63), got '
+                     f'{config.seed}')
   input_pipeline.crop_scale(config.data)   # else only found once the config is saved
 
 

@@ -119,10 +119,12 @@ def test_checkpoints_move_between_device_counts(photos, tmp_path):
 
 
 def test_batch_that_does_not_divide_by_the_devices_is_a_clear_error():
-  """A global batch of 6 on 4 devices is refused with a message naming the fix."""
+  """A global batch of 6 on 4 devices is refused with a message naming both fixes: another
+  batch size for a new run, fewer devices for a resumed one (which must keep its batch)."""
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1] * 1), (parallel.DATA_AXIS,))
   parallel.check_batch_size(6, mesh)  # 1 device: fine
-  with pytest.raises(ValueError, match='must divide by the number of devices'):
+  with pytest.raises(ValueError, match=r'must divide by the number of devices \(4\).*use '
+                     r'batch_size 4, or .*--config.num_devices=3'):
     parallel.check_batch_size(6, _FakeMesh(4))
 
 

@@ -140,11 +140,17 @@ def test_a_damaged_latest_checkpoint_says_how_to_resume_from_the_one_before(
 
 
 def test_resume_with_a_different_architecture_is_refused(photos, uninterrupted):
-  """Resuming a workdir with other model settings or batch size is a clear error."""
+  """Resuming a workdir with other model settings or batch size is a clear error, and so is
+  another data.samples_per_epoch (it was a warning, then 'steps per epoch changed: the
+  dataset or batch size changed', which neither had)."""
   workdir, _ = uninterrupted
   changed = tiny_config(photos)
   changed.model.width = 8
   with pytest.raises(ValueError, match='model.width'):
+    train.train_and_evaluate(changed, str(workdir))
+  changed = tiny_config(photos)
+  changed.data.samples_per_epoch = 4
+  with pytest.raises(ValueError, match=r'data.samples_per_epoch: None -> 4'):
     train.train_and_evaluate(changed, str(workdir))
 
 
@@ -260,17 +266,49 @@ def test_bad_workdirs_and_configs_are_refused_before_anything_is_written(photos,
   assert made_by_user.is_dir() and not os.listdir(made_by_user)
 
 
+def test_more_bad_values_are_refused_before_the_workdir_is_made(photos, tmp_path):
+  """A seed beyond 64 bits (was JAX's OverflowError), a PatchGAN too deep for the image size
+  (was a layer's shape error after the data scan), an infinite learning rate (was a NaN
+  loss at step 1), negative dropout levels (were taken silently) and a val_fraction that
+  leaves no training photos (was 'no usable images') are named before anything is written."""
+  for field, value, message in (
+      ('seed', 2**63, 'seed must be a 64-bit integer'),
+      ('model.disc_layers', 4, 'disc_layers=4 is too deep for image_size 32.*at most 3'),
+      ('model.disc_layers', 0, 'disc_layers must be >= 1'),
+      ('optim.g_learning_rate', float('inf'), 'g_learning_rate must be finite'),
+      ('model.num_dropout_levels', -2, 'num_dropout_levels must be >= 0'),
+      ('data.val_fraction', 0.999, 'val_fraction=0.999 puts all')):
+    config = tiny_config(photos)
+    *parents, name = field.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[name] = value
+    if field == 'data.val_fraction':   # a flat folder: no train/ and val/
+      flat = tmp_path / 'flat'
+      flat.mkdir(exist_ok=True)
+      for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), (60 * i, 80, 120), np.uint8)).save(flat / f'{i}.png')
+      config.data.folder = str(flat)
+    workdir = tmp_path / 'run'
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(config, str(workdir))
+    assert not workdir.exists(), field
+
+
 def test_an_unknown_config_field_is_a_clear_flag_error(photos, tmp_path):
   """`--config.batchsize=4` (a typo) fails flag parsing with ml_collections' suggestion,
-  not a traceback."""
-  result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'launch.py'), 'train',
-       f'--config={os.path.join(ROOT, "experiments", "default.py")}', f'--workdir={tmp_path}',
-       '--config.batchsize=4'], cwd=ROOT, capture_output=True, text=True, timeout=120,
-      check=False)
-  assert result.returncode == 2   # a usage error
-  assert 'Did you mean "batch_size"' in result.stderr
-  assert 'Traceback' not in result.stderr
+  not a traceback; a field with no near name is named with its flag (it was "'foo'")."""
+  for override, says in (('--config.batchsize=4', 'Did you mean "batch_size"'),
+                         ('--config.model.foo=1',
+                          "the config has no field 'foo' (--config.model.foo)")):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'launch.py'), 'train',
+         f'--config={os.path.join(ROOT, "experiments", "default.py")}', f'--workdir={tmp_path}',
+         override], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2   # a usage error
+    assert says in result.stderr
+    assert 'Traceback' not in result.stderr
 
 
 class _Scalars:
