@@ -556,6 +556,10 @@ def turing(flags, args) -> int:
     except (turing_lib.StudyError, OSError) as e:
       print(f'error: {e}', file=sys.stderr)
       return EXIT_USAGE
+    except KeyboardInterrupt:   # uvicorn shuts down, then passes Ctrl-C on
+      print(f'Stopped serving {study_dir}: its answers are stored; the same command serves '
+            'it again.', file=sys.stderr)
+      return 128 + signal.SIGINT.value
   return EXIT_OK
 
 

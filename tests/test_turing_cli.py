@@ -2,6 +2,9 @@
 
 import os
 import re
+import signal
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -117,3 +120,23 @@ def test_turing_report_counts_only_study_folders(run, capsys):
   (run / 'turing' / '.DS_Store').write_bytes(b'\0')
   assert cli.turing_report(flags(run), []) == 0
   capsys.readouterr()
+
+
+def test_ctrl_c_stops_the_server_quietly(run):
+  """Ctrl-C on `launch.py turing` (the documented way to stop it) ends with exit 130 and a
+  line saying the answers are kept, not asyncio's two tracebacks."""
+  assert cli.turing(flags(run), ['--pairs', '4', '--size', '64', '--no-serve']) == 0
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen(
+      [sys.executable, 'launch.py', 'turing', '--workdir', str(run), '--pairs', '4', '--size',
+       '64', '--port', '0'], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  try:
+    while 'Results:' not in proc.stdout.readline():
+      assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, err[-2000:]
+  assert 'Traceback' not in err and 'answers are stored' in err
