@@ -202,8 +202,10 @@ def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
 
   Args:
     workdir: the run's directory.
-    step: None or 'latest' (the latest checkpoint), 'best' (the one recorded by
-      `select` in workdir/best.json), or a global train step (int or digits).
+    step: None or 'latest' (the latest checkpoint saved at an epoch's end: one
+      saved on an interruption only serves to resume, unless it is all there is),
+      'best' (the one recorded by `select` in workdir/best.json), or a global train
+      step (int or digits; any saved checkpoint).
     saved: the run's saved steps, if already known.
 
   Returns:
@@ -217,7 +219,16 @@ def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
   if not saved:
     raise FileNotFoundError(f'No checkpoint in {workdir}.')
   if step is None or step == 'latest':
-    return saved[-1]
+    ends = available_steps(workdir, epoch_ends_only=True)
+    if not ends:
+      logging.warning('%s holds only checkpoints saved on an interruption (mid-epoch): using '
+                      'step %d.', workdir, saved[-1])
+      return saved[-1]
+    if ends[-1] != saved[-1]:
+      logging.info('Using step %d, the latest epoch\'s checkpoint (step %d was saved on an '
+                   'interruption, to resume from; --step %d uses it).', ends[-1], saved[-1],
+                   saved[-1])
+    return ends[-1]
   if step == 'best':
     chosen = int(read_best(workdir)['step'])
     if chosen not in saved:
@@ -253,7 +264,7 @@ def restore(workdir: epath.PathLike, step: int | str | None = None, *,
 
   Args:
     workdir: the run's directory (config.json and checkpoints/).
-    step: see `resolve_step` (None: the latest; 'best'; an int).
+    step: see `resolve_step` (None: the latest epoch's; 'best'; an int).
     mesh: devices to replicate onto; default a mesh of all local devices.
     nets: which nets to restore, some of ('generator', 'discriminator'), or one name.
 

@@ -419,7 +419,9 @@ def test_select_leaves_out_a_damaged_checkpoint_and_ranks_the_rest(runs, tmp_pat
 
 def test_select_ranks_epochs_not_a_checkpoint_saved_on_an_interruption(runs, tmp_path):
   """A run interrupted mid-epoch holds a checkpoint that only serves to resume: select
-  ranks the epochs' checkpoints without it, and a run with nothing else says so."""
+  ranks the epochs' checkpoints without it, the default ('latest') of colorize and
+  evaluate is the latest epoch's (it was the interruption's), --step still reaches it, and
+  a run with nothing else says so."""
   run = tmp_path / 'run'
   shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
   gan = steps.GAN.from_config(checkpoints.load_config(run))
@@ -431,10 +433,13 @@ def test_select_ranks_epochs_not_a_checkpoint_saved_on_an_interruption(runs, tmp
   chosen = evaluate.select([str(run)], 'psnr', out_dir=str(tmp_path / 'board'),
                            evaluator=evaluate.Evaluator(None, progress=False))
   assert sorted(entry['step'] for entry in chosen.ranking) == [3, 6]
+  assert inference.resolve_step(run) == inference.resolve_step(run, 'latest') == 6
+  assert inference.resolve_step(run, 7) == 7
   only = tmp_path / 'only_interrupted'
   shutil.copytree(run, only)
   for step in ('3', '6'):
     shutil.rmtree(only / 'checkpoints' / step)
+  assert inference.resolve_step(only) == 7   # all there is
   with pytest.raises(FileNotFoundError, match='only a checkpoint saved on an interruption'):
     evaluate.select([str(only)], 'psnr', out_dir=str(tmp_path / 'board2'),
                     evaluator=evaluate.Evaluator(None, progress=False))
