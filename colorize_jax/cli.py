@@ -265,6 +265,7 @@ def colorize(flags, args) -> int:
   if not jobs:
     print('error: no input images found', file=sys.stderr)
     return EXIT_USAGE
+  made_out = not os.path.lexists(opts.out)
   try:
     # The checkpoint is found before --out is made: a wrong --workdir leaves nothing behind.
     step = inference.resolve_step(flags.workdir, 'best' if opts.best else opts.step)
@@ -295,8 +296,10 @@ def colorize(flags, args) -> int:
     colorizer = inference.Colorizer.from_workdir(
         flags.workdir, step, render_size=opts.render_size, batch_size=opts.batch_size,
         aspect=opts.aspect)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError) as e:   # a damaged checkpoint, say
     print(f'error: {e}', file=sys.stderr)
+    if made_out and not os.listdir(opts.out):
+      os.rmdir(opts.out)
     return EXIT_USAGE
   logging.info('Colorizing %d images with step %d of %s at %dx%d.', len(jobs), colorizer.step,
                colorizer.workdir, colorizer.render_size, colorizer.render_size)

@@ -3,6 +3,7 @@
 import io
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from colorize_jax import images
 from colorize_jax import inference
 from colorize_jax import steps
 from experiments import default
+from tests import helpers
 
 IMAGE_SIZE = 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -727,6 +729,24 @@ def test_cli_bad_workdir_leaves_no_output_folder(tmp_path, capsys):
   assert cli.colorize(run_flags(str(tmp_path / 'no_run')), args) == 2
   assert 'No checkpoint' in capsys.readouterr().err
   assert not (tmp_path / 'out').exists()
+
+
+# orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_cli_damaged_checkpoint_leaves_no_output_folder(workdir, tmp_path, capsys):
+  """A checkpoint found damaged only as the model loads (after --out was checked, and so
+  made) leaves no empty --out behind; an --out that was there stays."""
+  run = tmp_path / 'run'
+  shutil.copytree(workdir, run)
+  helpers.damage_checkpoint(run / 'checkpoints' / str(VIVID_STEP))
+  source = tmp_path / 'in.png'
+  Image.fromarray(photo(20, 20)).save(source)
+  assert cli.colorize(run_flags(str(run)), [str(source), '--out', str(tmp_path / 'out')]) == 2
+  assert 'damaged' in capsys.readouterr().err
+  assert not (tmp_path / 'out').exists()
+  (tmp_path / 'there').mkdir()
+  assert cli.colorize(run_flags(str(run)), [str(source), '--out', str(tmp_path / 'there')]) == 2
+  assert (tmp_path / 'there').is_dir()
 
 
 def test_a_scans_resolution_is_kept_in_its_png(moderate, tmp_path):
