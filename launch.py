@@ -27,8 +27,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   if len(argv) < 2 or argv[1] not in cli.MODES:
-    raise app.UsageError(f'usage: launch.py {{{"|".join(cli.MODES)}}} [flags]; see --help',
-                         exitcode=cli.EXIT_USAGE)
+    problem = f'unknown mode {argv[1]!r}; ' if len(argv) > 1 else 'no mode given; '
+    print(f'error: {problem}usage: launch.py {{{"|".join(cli.MODES)}}} [flags] (--help for '
+          'more)', file=sys.stderr)
+    sys.exit(cli.EXIT_USAGE)
   sys.exit(cli.MODES[argv[1]](FLAGS, argv[2:]))
 
 

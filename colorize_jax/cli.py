@@ -344,7 +344,8 @@ def evaluate(flags, args) -> int:
       'against the gray baseline and the real photos; writes metrics.json and report.html to '
       'RUN/eval/<data>/step_<N>[-<weights>]/.',
       epilog='Exit status: 0 done (IS / FID may be missing: the report says why); 2 bad '
-      'options, no such run or checkpoint, or no usable evaluation images.')
+      'options, no such run or checkpoint, a damaged checkpoint, a run whose eval/ folder '
+      'cannot be written, or no usable evaluation images.')
   _step_options(parser)
   parser.add_argument('--data', help='a folder of colour photos to evaluate on instead')
   parser.add_argument('--max-images', type=_positive, help='only the first N images')
@@ -368,8 +369,11 @@ def evaluate(flags, args) -> int:
   print(f'Step {result["step"]} (epoch {result["epoch"]}) on {result["num_images"]} images of '
         f'the {result["data"]}:')
   _print_columns(evaluate_lib.metric_table(result))
+  by_reason = {}   # IS and FID miss for one reason: say it once
   for name, reason in result.get('unavailable', {}).items():
-    print(f'{name} missing: {reason}')
+    by_reason.setdefault(reason, []).append(name)
+  for reason, names in by_reason.items():
+    print(f'{" and ".join(names)} missing: {reason}')
   print(f'Report: {os.path.join(result["dir"], "report.html")}')
   return EXIT_OK
 
@@ -454,8 +458,9 @@ def bench(flags, args) -> int:
                   parts=tuple(p.strip() for p in opts.parts.split(',') if p.strip()),
                   out_path=opts.out)
   except bench_lib.PartsFailed as e:
-    print(f'error: {len(e.errors)} benchmark part(s) failed ({", ".join(e.errors)}); the '
-          f'other parts ran and their records were kept', file=sys.stderr)
+    print(f'error: {len(e.errors)} benchmark part(s) failed ({", ".join(e.errors)})' +
+          ('; the other parts ran and their records were kept' if e.records else ''),
+          file=sys.stderr)
     return EXIT_PARTIAL
   except (ValueError, OSError) as e:   # OSError: a --config file that cannot be read
     print(f'error: {e}', file=sys.stderr)

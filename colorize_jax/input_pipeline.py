@@ -139,6 +139,9 @@ class ImageSet:
     return ImageSet(names=pick(self.names), paths=pick(self.paths), blobs=pick(self.blobs),
                     pixels=pick(self.pixels), needs_pil=self.needs_pil[indices])
 
+  # Python that builds constants (first called while tf.data traces a map function):
+  # AutoGraph's attempt to convert it warned about os.fsencode on every folder dataset.
+  @tf.autograph.experimental.do_not_convert
   def tensors(self) -> dict[str, tf.Tensor]:
     """The set as eager tensors, built once.
 

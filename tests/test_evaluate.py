@@ -476,12 +476,13 @@ def test_colorize_best_uses_the_selection(runs, tmp_path, capsys):
 
 
 def test_cli_evaluate_prints_the_table(runs, capsys):
-  """`evaluate` prints the model / gray / real table and the report's path (exit 0); a bad step
-  exits 2."""
+  """`evaluate` prints the model / gray / real table, why IS and FID are missing (once: they
+  miss for one reason) and the report's path (exit 0); a bad step exits 2."""
   flags = types.SimpleNamespace(workdir=runs[1])
   assert cli.evaluate(flags, ['--step', '6', '--inception-weights', 'none']) == 0
   text = capsys.readouterr().out
   assert 'gray baseline' in text and 'real photos' in text and 'report.html' in text
+  assert text.count(' missing: ') == 1 and 'inception_score and fid missing: ' in text
   assert cli.evaluate(flags, ['--step', '4', '--inception-weights', 'none']) == 2
 
 

@@ -160,6 +160,8 @@ def test_launch_usage_errors_exit_with_status_2(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 2, (args, done.stderr[-500:])
     assert 'Traceback' not in done.stderr, args
+    if args == ['bogus']:
+      assert "unknown mode 'bogus'" in done.stderr
 
 
 def test_launch_help_exits_with_status_0():
