@@ -905,9 +905,24 @@ class Selection:
 
 
 def default_out_dir(workdirs: Sequence[str], metric: str) -> str:
-  """<parent of the first run>/selection_<metric>: beside the runs it compares."""
-  first = os.path.abspath(os.fspath(workdirs[0]))
-  return os.path.join(os.path.dirname(first), f'selection_{metric}')
+  """<parent of the first run>/selection_<metric>: beside the runs it compares.
+
+  If a leaderboard of other runs is there already (another selection among runs of
+  the same folder), it is kept: this selection goes to selection_<metric>-<8 hex
+  digits naming its runs> instead.
+  """
+  runs = sorted(os.path.abspath(os.fspath(w)) for w in workdirs)
+  out_dir = os.path.join(os.path.dirname(os.path.abspath(os.fspath(workdirs[0]))),
+                         f'selection_{metric}')
+  try:
+    with open(os.path.join(out_dir, 'selection.json'), encoding='utf-8') as f:
+      listed = sorted({entry['workdir'] for entry in json.load(f).get('ranking', [])})
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return out_dir   # none there (or unreadable: replaced as before)
+  if listed and listed != runs:
+    digest = hashlib.sha256('\0'.join(runs).encode('utf-8', 'surrogateescape')).hexdigest()
+    out_dir += '-' + digest[:8]
+  return out_dir
 
 
 def rank(entries: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:

@@ -533,3 +533,20 @@ def test_global_flags_may_come_before_the_mode(runs):
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-800:]
   assert 'PSNR' in done.stdout and 'step_3' in done.stdout
+
+
+def test_a_selection_of_other_runs_keeps_its_leaderboard(tmp_path):
+  """Two selections among runs of one folder: the second goes beside the first instead of
+  replacing it (its best.json files pointed at a leaderboard that no longer listed them);
+  the same runs again write to the same folder."""
+  runs = [str(tmp_path / name) for name in ('r0', 'r1', 'r2')]
+  plain = evaluate.default_out_dir(runs[:2], 'psnr')
+  assert plain == str(tmp_path / 'selection_psnr')
+  os.makedirs(plain)
+  with open(os.path.join(plain, 'selection.json'), 'w') as f:
+    json.dump({'ranking': [{'workdir': runs[1]}, {'workdir': runs[0]}]}, f)
+  assert evaluate.default_out_dir(runs[:2], 'psnr') == plain
+  assert evaluate.default_out_dir(list(reversed(runs[:2])), 'psnr') == plain
+  other = evaluate.default_out_dir(runs[2:], 'psnr')
+  assert other.startswith(plain + '-') and other != evaluate.default_out_dir(runs, 'psnr')
+  assert evaluate.default_out_dir(runs[2:], 'psnr') == other
