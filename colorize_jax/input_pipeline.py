@@ -580,7 +580,12 @@ def _places_splits(data_config, wanted):
   if num_train < 1 or num_val < 0:
     raise ValueError(f'config.data.num_train={num_train} must be >= 1 and '
                      f'num_val={num_val} >= 0.')
-  classes = data_config.get('places_classes', None) or PLACES365_NATURE_CLASSES
+  classes = data_config.get('places_classes', None)
+  if classes is None:
+    classes = PLACES365_NATURE_CLASSES
+  elif not classes:   # an empty list asks for no images, not for the default ones
+    raise ValueError('config.data.places_classes is empty: name the scene classes to train '
+                     'on, or leave it None for the nature classes.')
   data_dir = data_config.tfds_data_dir
   stats, sets = {}, {}
   for split, tfds_split, count in (('train', 'train', num_train),

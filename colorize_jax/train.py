@@ -443,7 +443,8 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
       ckpts.save(state_step(state), state, meta_of(epoch, False))
       raise
     logging.info('Epoch %d/%d: %s', epoch + 1, config.num_epochs,
-                 ', '.join(f'{k}={v:.4g}' for k, v in sorted(results.items())))
+                 ', '.join(f'{k}={v:.4g}' for k, v in sorted(results.items()))
+                 or 'done (no validation images)')
     ckpts.save(state_step(state), state, meta_of(epoch + 1, True, val=results))
 
   step = state_step(state)

@@ -521,6 +521,13 @@ def test_places_with_too_few_nature_images_raises():
                                    num_val=1))
 
 
+def test_an_empty_places_class_list_is_refused_not_the_default():
+  """places_classes=() asks for no scenes; it silently trained on the nature classes."""
+  with pytest.raises(ValueError, match='places_classes is empty'):
+    ip.build_splits(_data_config(source='places365_nature', num_train=4, num_val=1,
+                                 places_classes=()))
+
+
 def test_camera_numbers_and_words_are_not_crop_indices():
   """Only a one- or two-digit suffix marks a crop: a camera's IMG_0001..IMG_0040 are 40
   photos split about as asked (they once counted as one photo, all on one side), and
