@@ -41,6 +41,7 @@ import numpy as np
 import png
 from PIL import ExifTags
 from PIL import Image
+from PIL import ImageCms
 from PIL import ImageOps
 from PIL import PngImagePlugin
 
@@ -214,8 +215,59 @@ def to_rgb8_image(img: Image.Image) -> Image.Image:
   return img.convert('RGB')
 
 
+# Modes LittleCMS converts from here, and what each becomes in sRGB.
+_ICC_OUTPUT_MODES = {'L': 'RGB', 'RGB': 'RGB', 'CMYK': 'RGB', 'RGBA': 'RGBA', 'LA': 'RGBA'}
+
+
+def _to_srgb(img: Image.Image) -> Image.Image:
+  """`img` converted from its embedded ICC profile to sRGB (8-bit modes), else as it is.
+
+  A scan saved with another profile (Adobe RGB, a linear or 'Dot Gain' gray, a
+  press CMYK) holds numbers that mean other colours and tones than the same numbers
+  in sRGB, which is what the lightness is computed in: read as sRGB, a gamma-1.0
+  gray scan's mid-gray came out 22 L units too dark. Profiles that are sRGB already
+  are left alone; a profile LittleCMS cannot read, and one on a 16-bit or float
+  image (which it cannot convert here), are ignored with a warning.
+  """
+  icc = img.info.get('icc_profile')
+  if not icc:
+    return img
+  try:
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    name = ImageCms.getProfileDescription(source).strip()
+  except (OSError, ImageCms.PyCMSError) as e:
+    warnings.warn(f'ignoring an unreadable ICC profile ({e}); pixels taken as sRGB')
+    return img
+  if 'srgb' in name.lower().replace(' ', ''):
+    return img
+  if img.mode in ('P', 'PA', '1'):   # the profile describes the palette's colours (or gray)
+    img = img.convert('L' if img.mode == '1' else 'RGBA' if has_alpha(img) else 'RGB')
+  if img.mode not in _ICC_OUTPUT_MODES:
+    warnings.warn(f'the ICC profile {name!r} of a {img.mode} image is not applied (LittleCMS '
+                  'converts 8-bit images only here); pixels taken as sRGB')
+    return img
+  if img.mode == 'LA':   # no LittleCMS type: convert the gray, keep the alpha as it is
+    rgb = _to_srgb_via(img.getchannel('L'), source, 'RGB')
+    rgb.putalpha(img.getchannel('A'))
+    return rgb
+  return _to_srgb_via(img, source, _ICC_OUTPUT_MODES[img.mode])
+
+
+def _to_srgb_via(img: Image.Image, source: ImageCms.ImageCmsProfile, mode: str) -> Image.Image:
+  try:
+    return ImageCms.profileToProfile(img, source, _SRGB_PROFILE, outputMode=mode,
+                                     renderingIntent=ImageCms.getDefaultIntent(source))
+  except ImageCms.PyCMSError as e:   # a profile of another colour space than the pixels
+    warnings.warn(f'cannot apply the ICC profile ({e}); pixels taken as sRGB')
+    return img
+
+
+_SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB'))
+
+
 def picture_from_pil(img: Image.Image) -> Picture:
-  """Decodes a Pillow image of any mode, EXIF orientation applied.
+  """Decodes a Pillow image of any mode, EXIF orientation applied, converted to sRGB from
+  its ICC profile if it has one (`_to_srgb`).
 
   Args:
     img: an open Pillow image.
@@ -228,7 +280,7 @@ def picture_from_pil(img: Image.Image) -> Picture:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
   about = {'dpi': _dpi(img), 'frames': getattr(img, 'n_frames', 1)}
-  img = _unpremultiplied(ImageOps.exif_transpose(img))
+  img = _to_srgb(_unpremultiplied(ImageOps.exif_transpose(img)))
   if img.mode in _DEEP_GRAY_MODES:
     gray, bit_depth = _deep_gray(img)
     return Picture(np.repeat(gray[..., None], 3, axis=-1), _transparent_value_mask(img),
@@ -322,6 +374,9 @@ def _deep_colour_picture(img: Image.Image, pixels: np.ndarray) -> Picture:
     pixels = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]))
                                   .transpose(method)) for c in range(pixels.shape[-1])], -1)
   alpha = pixels[..., 3].copy() if pixels.shape[-1] == 4 else None
+  if img.info.get('icc_profile'):
+    warnings.warn('the ICC profile of a 16-bit colour image is not applied (LittleCMS '
+                  'converts 8-bit images only here); pixels taken as sRGB')
   return Picture(pixels[..., :3].astype(np.float32) / 65535.0, alpha, bit_depth=16,
                  dpi=_dpi(img), frames=getattr(img, 'n_frames', 1))
 

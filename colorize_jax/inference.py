@@ -39,7 +39,8 @@ the gamut boundary (a 10-step bisection on the out-of-gamut pixels only). So
 the output's L equals the input's L up to 8-bit rounding (< 0.5 L units).
 
 Inputs: files Pillow reads, in any mode (decoded by `images.load_picture`):
-EXIF orientation is applied (the output is upright as displayed); gray,
+EXIF orientation is applied (the output is upright as displayed), and an
+embedded ICC profile (8-bit images); gray,
 palette, CMYK and colour images are turned into their CIELAB lightness (colour
 inputs are colorized as their gray version); 16-bit gray is read at full
 precision; alpha is kept and copied into the output unchanged. Outputs are

@@ -67,3 +67,46 @@ def damage_checkpoint(step_dir, how='truncate'):
       path.write_bytes(data[:len(data) // 2])
     else:
       path.write_bytes(data[:16] + bytes(b ^ 0xFF for b in data[16:]))
+
+
+_D50 = (0.9642, 1.0, 0.8249)
+# Adobe RGB (1998), its primaries adapted to D50 as ICC profiles store them, and its gamma.
+ADOBE_RGB_D50 = ((0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087),
+                 (0.14919, 0.06322, 0.74457))
+ADOBE_RGB_GAMMA = 563 / 256
+
+
+def icc_profile(space: str, gamma: float, primaries=None, name: str = 'test profile') -> bytes:
+  """A minimal ICC v2 display profile ('GRAY' with a gamma curve, or 'RGB' with a matrix of
+  `primaries` (XYZ of R, G, B, D50) and one gamma), written out by hand: no profile file
+  can be downloaded here, and Pillow makes only sRGB, Lab and XYZ ones."""
+  import struct  # pylint: disable=g-import-not-at-top
+
+  def s15(x):
+    return struct.pack('>i', round(x * 65536))
+
+  def xyz(values):
+    return b'XYZ ' + b'\0' * 4 + b''.join(s15(v) for v in values)
+
+  curve = b'curv' + b'\0' * 4 + struct.pack('>IH', 1, round(gamma * 256)) + b'\0\0'
+  text = name.encode('ascii') + b'\0'
+  desc = (b'desc' + b'\0' * 4 + struct.pack('>I', len(text)) + text + b'\0' * 8 + b'\0' * 3 +
+          b'\0' * 67)
+  tags = [(b'desc', desc), (b'cprt', b'text' + b'\0' * 4 + b'none\0'), (b'wtpt', xyz(_D50))]
+  if space == 'GRAY':
+    tags.append((b'kTRC', curve))
+  else:
+    tags += [(b'rXYZ', xyz(primaries[0])), (b'gXYZ', xyz(primaries[1])),
+             (b'bXYZ', xyz(primaries[2])), (b'rTRC', curve), (b'gTRC', curve),
+             (b'bTRC', curve)]
+  offset, data, table = 128 + 4 + 12 * len(tags), b'', b''
+  for signature, body in tags:
+    data += b'\0' * (-(offset + len(data)) % 4)
+    table += signature + struct.pack('>II', offset + len(data), len(body))
+    data += body
+  data += b'\0' * (-len(data) % 4)
+  header = (struct.pack('>I', offset + len(data)) + b'\0' * 4 + struct.pack('>I', 0x02100000) +
+            b'mntr' + space.ljust(4).encode('ascii') + b'XYZ ' + b'\0' * 12 + b'acsp' +
+            b'\0' * 28 + b''.join(s15(v) for v in _D50) + b'\0' * 48)
+  assert len(header) == 128
+  return header + struct.pack('>I', len(tags)) + table + data

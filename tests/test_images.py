@@ -336,3 +336,74 @@ def test_16_bit_colour_follows_exif_orientation_like_8_bit(tmp_path):
     sixteen = images.to_uint16(picture.rgb)
     assert sixteen.shape == eight.shape, orientation
     assert np.abs(sixteen.astype(int) // 257 - eight.astype(int)).max() <= 1, orientation
+
+
+# ----------------------------------------------------------------------------
+# ICC profiles.
+
+
+def _l_star(y):
+  """CIE L* of relative luminance y in [0, 1] (white = 1)."""
+  y = np.asarray(y, np.float64)
+  f = np.where(y > (6 / 29) ** 3, np.cbrt(y), y / (3 * (6 / 29) ** 2) + 4 / 29)
+  return 116 * f - 16
+
+
+def _saved(img, fmt='PNG', **options):
+  out = io.BytesIO()
+  img.save(out, format=fmt, **options)
+  return out.getvalue()
+
+
+def _lightness(picture):
+  from colorize_jax import color  # pylint: disable=g-import-not-at-top
+  return np.asarray(color.rgb_to_lab(picture.rgb))[..., 0]
+
+
+def test_an_embedded_icc_profile_is_applied_before_the_lightness_is_taken():
+  """A linear (gamma 1.0) gray scan and an Adobe RGB photo are read as the colours their
+  profiles say, not as sRGB numbers: the lightness is the profile's (a linear scan's
+  mid-gray read as sRGB was 22 L too dark), to 8-bit rounding, in PNG, JPEG and TIFF."""
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  levels = np.arange(16, 256, 16, dtype=np.uint8)
+  gray = Image.fromarray(np.tile(levels, (4, 1)), 'L')
+  linear = helpers.icc_profile('GRAY', 1.0, name='Gray gamma 1.0')
+  want = _l_star(levels / 255.0)
+  for fmt in ('PNG', 'JPEG', 'TIFF'):
+    options = {'quality': 100} if fmt == 'JPEG' else {}
+    got = _lightness(images.load_picture(_saved(gray, fmt, icc_profile=linear, **options)))
+    assert np.abs(got[0] - want).max() < (1.0 if fmt == 'JPEG' else 0.7), fmt
+  plain = _lightness(images.load_picture(_saved(gray)))[0]
+  assert np.abs(plain - want).max() > 15   # read as sRGB: far off
+
+  rgb = np.array([[[128, 100, 90], [90, 120, 100], [200, 180, 150], [90, 90, 140]]], np.uint8)
+  adobe = helpers.icc_profile('RGB', helpers.ADOBE_RGB_GAMMA, helpers.ADOBE_RGB_D50,
+                              name='Adobe RGB (1998)')
+  linear_rgb = (rgb / 255.0) ** helpers.ADOBE_RGB_GAMMA
+  want = _l_star(linear_rgb @ np.array([p[1] for p in helpers.ADOBE_RGB_D50]))
+  picture = images.load_picture(_saved(Image.fromarray(rgb), icc_profile=adobe))
+  assert np.abs(_lightness(picture) - want).max() < 0.7
+  rgba = np.dstack([rgb, np.array([[0, 77, 200, 255]], np.uint8)])
+  picture = images.load_picture(_saved(Image.fromarray(rgba), icc_profile=adobe))
+  np.testing.assert_array_equal(picture.alpha, rgba[..., 3])
+  assert np.abs(_lightness(picture) - want).max() < 0.7
+
+
+def test_srgb_damaged_and_unappliable_profiles_leave_the_pixels_as_they_are():
+  """An sRGB profile changes nothing; a damaged profile and one on a 16-bit image (which
+  LittleCMS cannot convert here) are warned about and the pixels read as sRGB."""
+  from PIL import ImageCms  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), np.uint8)
+  plain = images.load_picture(_saved(Image.fromarray(rgb))).rgb
+  srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+  np.testing.assert_array_equal(
+      images.load_picture(_saved(Image.fromarray(rgb), icc_profile=srgb)).rgb, plain)
+  with pytest.warns(UserWarning, match='unreadable ICC profile'):
+    damaged = images.load_picture(_saved(Image.fromarray(rgb), icc_profile=b'\0' * 200))
+  np.testing.assert_array_equal(damaged.rgb, plain)
+  deep = Image.fromarray(np.full((4, 4), 30000, np.uint16))
+  linear = helpers.icc_profile('GRAY', 1.0)
+  with pytest.warns(UserWarning, match='not applied'):
+    picture = images.load_picture(_saved(deep, 'TIFF', icc_profile=linear))
+  assert picture.bit_depth == 16 and abs(picture.rgb[0, 0, 0] - 30000 / 65535) < 1e-6
