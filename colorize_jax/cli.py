@@ -476,6 +476,11 @@ def _study_photos(config, data_dir: str | None, count: int, size: int, seed: int
   from colorize_jax import turing as turing_lib  # pylint: disable=g-import-not-at-top
   data = evaluate_lib.folder_data(data_dir) if data_dir else evaluate_lib.validation_data(config)
   candidates, _ = data.images()
+  # The same photo twice in a study is one pair answered twice, and a giveaway.
+  candidates, repeats = candidates.distinct()
+  if repeats:
+    print(f'note: left out {len(repeats)} photos that repeat others byte for byte (e.g. '
+          f'{repeats[0][0]} = {repeats[0][1]})', file=sys.stderr)
   if count > len(candidates):
     raise ValueError(f'--pairs {count}: the {data.description} holds {len(candidates)} usable '
                      'photos; ask for fewer pairs, or pass --data DIR (a folder of colour photos '

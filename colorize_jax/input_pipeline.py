@@ -139,6 +139,28 @@ class ImageSet:
     return ImageSet(names=pick(self.names), paths=pick(self.paths), blobs=pick(self.blobs),
                     pixels=pick(self.pixels), needs_pil=self.needs_pil[indices])
 
+  def distinct(self) -> tuple['ImageSet', list[tuple[str, str]]]:
+    """The images whose content differs from every earlier one's (byte for byte: the same
+    file twice, under two names), and (dropped name, the kept name it repeats) pairs.
+
+    Reads every file (paths), nothing is decoded.
+    """
+    first: dict[bytes, int] = {}
+    keep, repeats = [], []
+    for i in range(len(self)):
+      if self.paths is not None:
+        with open(self.paths[i], 'rb') as f:
+          data = f.read()
+      else:
+        data = self.blobs[i] if self.blobs is not None else self.pixels[i].tobytes()
+      digest = hashlib.sha256(data).digest()
+      if digest in first:
+        repeats.append((self.names[i], self.names[first[digest]]))
+      else:
+        first[digest] = i
+        keep.append(i)
+    return (self if not repeats else self.subset(keep)), repeats
+
   # Python that builds constants (first called while tf.data traces a map function):
   # AutoGraph's attempt to convert it warned about os.fsencode on every folder dataset.
   @tf.autograph.experimental.do_not_convert

@@ -140,3 +140,21 @@ def test_ctrl_c_stops_the_server_quietly(run):
     proc.kill()
   assert proc.returncode == 130, err[-2000:]
   assert 'Traceback' not in err and 'answers are stored' in err
+
+
+def test_a_photo_that_repeats_another_is_not_a_second_pair(run, tmp_path, capsys):
+  """A --data folder holding one photo twice (a copy under another name): the copy is left
+  out, with a note, so a study never shows the same real photo in two pairs."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  for i in range(3):
+    rgb = np.random.default_rng(70 + i).integers(0, 256, (40, 40, 3), np.uint8)
+    Image.fromarray(rgb).save(folder / f'p{i}.png')
+  (folder / 'p0_copy.png').write_bytes((folder / 'p0.png').read_bytes())
+  assert cli.turing(flags(run), ['--pairs', '3', '--size', '32', '--data', str(folder),
+                                 '--study', str(tmp_path / 'study'), '--no-serve']) == 0
+  assert 'left out 1 photos that repeat others' in capsys.readouterr().err
+  study = turing.load_study(tmp_path / 'study')
+  assert sorted(p.photo_id for p in study.pairs) == ['p0.png', 'p1.png', 'p2.png']
+  assert cli.turing(flags(run), ['--pairs', '4', '--size', '32', '--data', str(folder),
+                                 '--study', str(tmp_path / 'study4'), '--no-serve']) == 2
