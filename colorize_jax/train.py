@@ -408,6 +408,8 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
                  workdir, splits.num_train, splits.num_val, steps_per_epoch)
   # Only now: a relaunch refused above must not change the run's recorded config.
   checkpoints.save_config(workdir, config)
+  if jax.process_index() == 0:
+    drop_events_after(workdir, state_step(state))
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() != 0, asynchronous=True)
   try:
@@ -415,6 +417,43 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
                        steps_per_epoch)
   finally:
     writer.close()
+
+
+def drop_events_after(workdir: epath.PathLike, step: int) -> int:
+  """Removes what the run's TensorBoard event files hold for steps after `step`.
+
+  A run killed after its last checkpoint logged steps that the resumed run logs
+  again: TensorBoard drew both (a zigzag between the two runs' values). Called as a
+  run starts from `step`, so that each step's values are the ones of the run that
+  reached it. A record cut short by the kill is dropped too. Each file is rewritten
+  whole to a temporary file and renamed over the old one.
+
+  Returns:
+    How many records were dropped.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
+  dropped = 0
+  for path in sorted(epath.Path(workdir).glob('events.out.tfevents.*')):
+    records, cut = [], False
+    try:
+      for record in tf.data.TFRecordDataset(os.fspath(path)).as_numpy_iterator():
+        records.append(record)
+    except tf.errors.DataLossError:   # the last record, cut short by a kill
+      cut = True
+    keep = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+    if len(keep) == len(records) and not cut:
+      continue
+    dropped += len(records) - len(keep) + cut
+    tmp = path.parent / f'.{path.name}.tmp'
+    with tf.io.TFRecordWriter(os.fspath(tmp)) as out:
+      for record in keep:
+        out.write(record)
+    os.replace(tmp, path)
+  if dropped:
+    logging.info('Dropped %d TensorBoard records of steps after %d (logged by a run that '
+                 'stopped before its next checkpoint).', dropped, step)
+  return dropped
 
 
 def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,

@@ -62,6 +62,35 @@ def test_two_epochs_write_checkpoints_samples_and_events(uninterrupted):
   assert checkpoints.load_config(workdir).model.width == 4
 
 
+def _logged(workdir):
+  """[(tag, step)] of every scalar and image value in the run's event files."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  logged = []
+  for event_file in sorted(workdir.glob('events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+      logged.extend((v.tag, event.step) for v in event.summary.value)
+  return logged
+
+
+def test_a_resumed_run_logs_each_step_once(photos, uninterrupted, tmp_path):
+  """A run killed after logging past its last checkpoint (here: epoch 2 logged, its
+  checkpoint lost) is resumed with each step's values in TensorBoard once, the resumed
+  run's (the killed run's second copy made a zigzag), and a record cut short by the kill
+  does not stop the event files from being read."""
+  workdir, _ = uninterrupted
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  before = _logged(copy)
+  assert any(step > STEPS_PER_EPOCH for _, step in before)
+  shutil.rmtree(copy / 'checkpoints' / str(2 * STEPS_PER_EPOCH))
+  with open(sorted(copy.glob('events.out.tfevents.*'))[-1], 'ab') as f:
+    f.write(b'\x40\x00\x00')   # the start of a record the kill cut off
+  train.train_and_evaluate(tiny_config(photos), str(copy))
+  after = _logged(copy)
+  assert len(after) == len(set(after))
+  assert sorted(set(after)) == sorted(set(before))
+
+
 def _interrupt_after(monkeypatch, num_batches):
   """Makes SIGTERM arrive while the train step of batch `num_batches` runs."""
   real = train.input_pipeline.train_batches
