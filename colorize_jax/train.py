@@ -157,6 +157,23 @@ def data_signature(splits: input_pipeline.Splits) -> str:
   return digest.hexdigest()[:16]
 
 
+def data_files_signature(splits: input_pipeline.Splits) -> str:
+  """16 hex digits naming the images and their sizes in bytes (`data_signature` names
+  the images only): a photo replaced by another of the same name changes it."""
+  digest = hashlib.sha256()
+  for image_set in (splits.train, splits.val):
+    for i, name in enumerate(image_set.names):
+      if image_set.paths is not None:
+        size = os.path.getsize(image_set.paths[i])
+      elif image_set.blobs is not None:
+        size = len(image_set.blobs[i])
+      else:
+        size = image_set.pixels[i].nbytes
+      digest.update(os.fsencode(name) + b'\0' + str(size).encode() + b'\0')
+    digest.update(b'\1')
+  return digest.hexdigest()[:16]
+
+
 def _check_resumable(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
   """Refuses to resume with a config that changes the state's shapes or the data order."""
   try:
@@ -394,6 +411,11 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
           f'The images of {workdir} changed since it was trained (files added, removed or '
           f'renamed: now {splits.num_train} train / {splits.num_val} val): resuming would '
           'train on other photos in another order. Restore them, or use a new --workdir.')
+    if meta.get('data_files') not in (None, data_files_signature(splits)):
+      raise ValueError(
+          f'Images of {workdir} were replaced since it was trained (the same names, files '
+          'of other sizes): resuming would train on other photos. Restore them, or use a '
+          'new --workdir.')
     if state_step(state) >= total_steps and meta.get('epoch_end', True):
       logging.warning('%s is already trained for %d epochs (num_epochs=%d): nothing to do; '
                       'raise num_epochs to train on.', workdir, meta.get('epoch', 0),
@@ -461,12 +483,12 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
   """Epochs from `state` to config.num_epochs; see `train_and_evaluate`."""
   total_steps = steps_per_epoch * config.num_epochs
   replicated = parallel.replicated(mesh)
-  data = data_signature(splits)
+  data, data_files = data_signature(splits), data_files_signature(splits)
 
   def meta_of(epoch: int, epoch_end: bool, **more) -> dict[str, Any]:
     """A checkpoint's meta: `epoch` epochs done, saved at an epoch's end or not."""
     return {'epoch': epoch, 'epoch_end': epoch_end, 'steps_per_epoch': steps_per_epoch,
-            'data': data, **more}
+            'data': data, 'data_files': data_files, **more}
 
   train_step = steps.compile_train_step(
       gan, in_shardings=(replicated, parallel.batch_sharded(mesh)),

@@ -426,8 +426,8 @@ def test_a_validation_read_error_keeps_the_epoch_it_ends(photos, uninterrupted, 
 def test_a_run_records_its_photos_absolutely_and_refuses_other_ones(tmp_path, monkeypatch):
   """A relative data folder is stored absolute (evaluate, select and resumes run from other
   folders); resuming with another folder, or after the photos under it were added, removed
-  or renamed (same number of steps), is refused: it would train on other photos."""
-  import shutil  # pylint: disable=g-import-not-at-top
+  or renamed (same number of steps), or one replaced by another of its name and another
+  size, is refused: it would train on other photos."""
   helpers.make_photo_folder(tmp_path / 'photos', NUM_TRAIN, 3)
   shutil.copytree(tmp_path / 'photos', tmp_path / 'other')
   monkeypatch.chdir(tmp_path)
@@ -442,4 +442,11 @@ def test_a_run_records_its_photos_absolutely_and_refuses_other_ones(tmp_path, mo
   first = sorted(train_dir.iterdir())[0]
   first.rename(train_dir / ('renamed_' + first.name))
   with pytest.raises(ValueError, match='images of .* changed'):
+    train.train_and_evaluate(tiny_config(tmp_path / 'photos', num_epochs=2), str(tmp_path / 'run'))
+  # Renamed back, then replaced by another photo under the same name: refused too.
+  (train_dir / ('renamed_' + first.name)).rename(first)
+  other_photo = sorted(train_dir.iterdir())[1]
+  assert other_photo.stat().st_size != first.stat().st_size
+  shutil.copyfile(other_photo, first)
+  with pytest.raises(ValueError, match='replaced since it was trained'):
     train.train_and_evaluate(tiny_config(tmp_path / 'photos', num_epochs=2), str(tmp_path / 'run'))
