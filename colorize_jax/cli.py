@@ -58,10 +58,12 @@ def _quiet_orbax_read_failures() -> None:
   default_hook = sys.unraisablehook
 
   def hook(unraisable) -> None:
+    # TensorStore's read callbacks hand them in with no object (from its own threads) and
+    # a traceback inside asyncio only; orbax's coroutines with their code.
     if not (isinstance(unraisable.exc_value, RuntimeError)
             and 'Event loop is closed' in str(unraisable.exc_value)
-            and leftover(repr(unraisable.object) + getattr(
-                getattr(unraisable.object, 'cr_code', None), 'co_filename', ''))):
+            and (unraisable.object is None or leftover(repr(unraisable.object) + getattr(
+                getattr(unraisable.object, 'cr_code', None), 'co_filename', '')))):
       default_hook(unraisable)
 
   sys.unraisablehook = hook

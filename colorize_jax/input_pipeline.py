@@ -379,11 +379,24 @@ def _list_images(root: str) -> list[str]:
   """Image files under root (`images.list_images`), as sorted paths relative to root,
   leaving out what lies in training runs there (a --workdir inside a flat photo folder:
   its sample grids, read as photos, changed the split after its first epoch)."""
-  runs = [folder for folder, subfolders, names in os.walk(root, followlinks=True)
-          if _RUN_CONFIG in names and _RUN_CHECKPOINTS in subfolders]
   found = images_lib.list_images(root)
-  inside = {p for p in found if any(files.within(p, run) for run in runs)}
+  is_run: dict[str, bool] = {}
+
+  def in_run(path: str) -> bool:
+    """Whether a folder between root (not included) and `path` is a training run."""
+    folder = os.path.dirname(path)
+    while files.within(folder, root) and folder.rstrip(os.sep) != root.rstrip(os.sep):
+      if folder not in is_run:
+        is_run[folder] = (os.path.isfile(os.path.join(folder, _RUN_CONFIG)) and
+                          os.path.isdir(os.path.join(folder, _RUN_CHECKPOINTS)))
+      if is_run[folder]:
+        return True
+      folder = os.path.dirname(folder)
+    return False
+
+  inside = {p for p in found if in_run(p)}
   if inside:
+    runs = sorted(f for f, run in is_run.items() if run)
     logging.warning('Leaving out %d images in the training run(s) %s under %r.',
                     len(inside), ', '.join(runs), root)
     found = [p for p in found if p not in inside]

@@ -551,3 +551,19 @@ def test_a_selection_of_other_runs_keeps_its_leaderboard(tmp_path):
   other = evaluate.default_out_dir(runs[2:], 'psnr')
   assert other.startswith(plain + '-') and other != evaluate.default_out_dir(runs, 'psnr')
   assert evaluate.default_out_dir(runs[2:], 'psnr') == other
+
+
+def test_a_damaged_checkpoint_is_one_error_line_not_orbax_leftovers(runs, tmp_path):
+  """`launch.py evaluate` of a damaged checkpoint says so in one line; orbax's other reads
+  failing again in its closed event loop printed 'Event loop is closed' tracebacks after it
+  (2 of 2 runs before they were silenced)."""
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))
+  helpers.damage_checkpoint(run / 'checkpoints' / '6')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, 'launch.py', 'evaluate', '--workdir', str(run),
+                         '--step', '6', '--inception-weights', 'none'], cwd=root,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2 and 'looks damaged' in done.stderr
+  assert 'Event loop is closed' not in done.stderr and 'Traceback' not in done.stderr

@@ -244,6 +244,10 @@ def test_a_training_run_inside_the_photo_folder_is_not_read_as_photos(tmp_path):
   (run / 'samples').mkdir()
   for i in range(3):
     Image.fromarray(_noise(100 + i, 8, 8)).save(run / 'samples' / f'epoch_00{i}.png')
+  # Links looping back up are listed once (a second walk looking for runs followed them
+  # for ever).
+  os.symlink('..', run / 'samples' / 'up')
+  os.symlink('..', run / 'samples' / 'up2')
   after = ip.build_splits(config)
   assert (after.train.names, after.val.names) == (before.train.names, before.val.names)
   (run / 'checkpoints').rmdir()   # not a run: its images are photos like any others

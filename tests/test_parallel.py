@@ -205,6 +205,9 @@ def test_orbax_leftovers_of_a_failed_read_are_silenced_and_nothing_else(monkeypa
         object=types.SimpleNamespace(cr_code=types.SimpleNamespace(co_filename=filename)))
 
   sys.unraisablehook(unraisable('/venv/orbax/checkpoint/_src/serialization.py'))
+  no_object = unraisable('')
+  no_object.object = None   # as TensorStore's callbacks report it (measured)
+  sys.unraisablehook(no_object)
   assert not reported
   for other in (unraisable('/home/me/my_code.py'),
                 unraisable('/venv/orbax/checkpoint/x.py', 'something else')):
