@@ -481,7 +481,11 @@ def test_results_page_csv_and_partial_participants(app, study_dir):
   assert sum(r['participant_completed'] == '1' for r in rows) == NUM_PAIRS
   assert sum(int(r['fooled']) for r in rows if r['participant_completed'] == '1') == fooled
   assert {r['field_of_study'] for r in rows} == {
-      "'=HYPERLINK(\"http://x\")", "'geology; =1+2", 'art, history - modern'}
+      "'=HYPERLINK(\"http://x\")", "geology; '=1+2", 'art, history - modern'}
+  # Read as a spreadsheet whose list separator is ';' reads it: no cell starts a formula
+  # (the text after 'geology;' was a cell of its own, starting with '=').
+  for row in csv.reader(io.StringIO(csv_response.text), delimiter=';'):
+    assert not any(cell.strip()[:1] in ('=', '+', '-', '@') for cell in row), row
 
 
 def test_write_report_files(app, study_dir, tmp_path):

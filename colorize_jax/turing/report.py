@@ -128,13 +128,16 @@ def build_report(study: study_lib.Study, store: store_lib.Store) -> dict[str, An
   }
 
 
+# A formula's first character at the start of a text or of a ';'-separated part of it
+# (a spreadsheet whose list separator is ';', as in many locales, splits a line there).
+_FORMULA_START = re.compile(r'(^|;)(\s*)([=+\-@\t\r])')
+
+
 def _csv_safe(value: object) -> object:
-  # Free text typed by participants must not run as a formula in a spreadsheet, also
-  # where one opens the file splitting at ';' (a list separator in many locales).
-  if isinstance(value, str) and any(part.strip()[:1] in ('=', '+', '-', '@')
-                                    or part[:1] in ('\t', '\r')
-                                    for part in re.split('[;,]', value)):
-    return "'" + value
+  # Free text typed by participants must not run as a formula in a spreadsheet: each
+  # place a cell could start with one gets a ' in front, as spreadsheets read it (text).
+  if isinstance(value, str):
+    return _FORMULA_START.sub(lambda m: m.group(1) + m.group(2) + "'" + m.group(3), value)
   return value
 
 
