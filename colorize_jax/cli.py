@@ -122,8 +122,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   # (`launch.py --workdir RUN evaluate --step 6`).
   mode = next((a for a in argv[1:] if a in MODES), None)
   own = mode in _OWN_OPTIONS
-  if own:
-    argv = [a if a != '--help' else '-h' for a in argv]
+  if own:   # the mode's own help, whichever of absl's spellings asked for it
+    argv = [a if a not in _HELP_FLAGS else '-h' for a in argv]
   else:
     # absl exits 1 after its help (and knows no -h): help asked for is a success.
     asked = next((a for a in argv[1:] if a in _HELP_FLAGS), None)
@@ -151,8 +151,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def _step_options(parser) -> None:
   group = parser.add_mutually_exclusive_group()
-  group.add_argument('--step', type=int, help='global train step of the checkpoint '
-                     '(default: the latest)')
+  group.add_argument('--step', type=int, help='global train step of the checkpoint (default: '
+                     'the latest epoch\'s; one saved on an interruption only with --step)')
   group.add_argument('--best', action='store_true',
                      help='the checkpoint `select` recorded in WORKDIR/best.json')
 
@@ -211,8 +211,8 @@ def colorize(flags, args) -> int:
   """`launch.py colorize --workdir RUN [--step N | --best] INPUT... --out DIR`: photos -> PNGs.
 
   Exit code: 0 every output written or already there (a rerun of a finished or
-  interrupted run); 1 some inputs were unreadable or missing (the others are
-  written); 2 nothing done (bad options, no checkpoint, no inputs, an --out that
+  interrupted run); 1 some inputs were unreadable or missing, or their output's
+  name is taken by a file colorize did not write (the others are written); 2 nothing done (bad options, no checkpoint, no inputs, an --out that
   cannot be written, --out would overwrite an input); 128 + signal number when
   stopped by SIGINT / SIGTERM (what was written is complete: a rerun finishes the rest).
   """
@@ -223,7 +223,8 @@ def colorize(flags, args) -> int:
       'Writes OUT/<path relative to the inputs>.png; inputs are never overwritten, and '
       'existing files only with --overwrite, if colorize wrote them.',
       epilog='Exit status: 0 every output written or already there; 1 some inputs unreadable '
-      'or missing (the rest are written); 2 nothing done (bad options, no checkpoint, no '
+      'or missing, or their output name taken by a file colorize did not write (the rest are '
+      'written); 2 nothing done (bad options, no checkpoint, no '
       'inputs, an --out that cannot be written, --out would overwrite an input); 130 / 143 '
       'stopped by SIGINT / SIGTERM (rerun to finish).')
   parser.add_argument('inputs', nargs='+', metavar='INPUT', help='files, folders, globs')
@@ -282,8 +283,9 @@ def colorize(flags, args) -> int:
       continue
     if not images.is_colorized_output(job.destination):
       foreign.append(job)
-      print(f'kept: {job.destination} exists and colorize did not write it (a photo of '
-            f'yours?): it is never replaced; {job.source} left out', file=sys.stderr)
+      print(f'not colorized: {job.source}: its output {job.destination} exists and colorize '
+            'did not write it (a photo of yours, or an output of a version that did not mark '
+            'them): it is never replaced; move it, or choose another --out', file=sys.stderr)
     elif not opts.overwrite:
       kept.append(job)
       print(f'kept: {job.destination} exists (--overwrite replaces it); {job.source} left out',
@@ -293,7 +295,7 @@ def colorize(flags, args) -> int:
   if not jobs:
     print(f'nothing to do: all {len(kept) + len(foreign)} outputs exist in {opts.out}' +
           (' (--overwrite replaces those colorize wrote)' if kept else ''))
-    return EXIT_PARTIAL if missing else EXIT_OK
+    return EXIT_PARTIAL if missing or foreign else EXIT_OK
   try:
     colorizer = inference.Colorizer.from_workdir(
         flags.workdir, step, render_size=opts.render_size, batch_size=opts.batch_size,
@@ -319,11 +321,10 @@ def colorize(flags, args) -> int:
     print(f'note: {source}: {note}', file=sys.stderr)
   for source, reason in summary.failed:
     print(f'skipped: {reason}', file=sys.stderr)
-  failed = len(summary.failed) + len(missing)
+  failed = len(summary.failed) + len(missing) + len(foreign)
   print(f'{len(summary.written)} images written to {opts.out}' +
         (f'; {failed} inputs failed (listed above)' if failed else '') +
-        (f'; {len(kept) + len(foreign)} outputs were there already and kept'
-         if kept or foreign else ''))
+        (f'; {len(kept)} outputs were there already and kept' if kept else ''))
   return EXIT_PARTIAL if failed else EXIT_OK
 
 

@@ -594,7 +594,7 @@ class Evaluator:
 
     Args:
       workdir: the run.
-      step: None (latest), 'best' or a step.
+      step: None (the latest epoch's, see `inference.resolve_step`), 'best' or a step.
       use_cache: reuse the metrics.json of `result_dir` if its key matches.
       image_progress: a progress bar over the images (if `progress`).
 
@@ -773,7 +773,7 @@ def evaluate(workdir: epath.PathLike, step: int | str | None = None, *,
 
   Args:
     workdir: the run.
-    step: None (the latest), 'best' or a global train step.
+    step: None (the latest epoch's), 'best' or a global train step.
     data_dir: a folder of colour photos instead of the run's validation split.
     max_images: only the first N evaluation images.
     inception_weights: 'imagenet', a weights file, None (skip IS / FID), or
@@ -911,12 +911,15 @@ def default_out_dir(workdirs: Sequence[str], metric: str) -> str:
   the same folder), it is kept: this selection goes to selection_<metric>-<8 hex
   digits naming its runs> instead.
   """
-  runs = sorted(os.path.abspath(os.fspath(w)) for w in workdirs)
+  runs = sorted({os.path.abspath(os.fspath(w)) for w in workdirs})
   out_dir = os.path.join(os.path.dirname(os.path.abspath(os.fspath(workdirs[0]))),
                          f'selection_{metric}')
   try:
     with open(os.path.join(out_dir, 'selection.json'), encoding='utf-8') as f:
-      listed = sorted({entry['workdir'] for entry in json.load(f).get('ranking', [])})
+      selection = json.load(f)
+    # The runs it was asked for (a run with nothing ranked is one too); older files: ranked.
+    listed = sorted(set(selection.get('workdirs') or
+                        [entry['workdir'] for entry in selection.get('ranking', [])]))
   except (OSError, ValueError, KeyError, TypeError, AttributeError):
     return out_dir   # none there (or unreadable: replaced as before)
   if listed and listed != runs:
@@ -1023,7 +1026,7 @@ def select(workdirs: Sequence[epath.PathLike] | epath.PathLike,
         f'None of the {len(plan)} checkpoints could be read: {unreadable[0][2]}')
   ranking = rank(results, metric)
 
-  write_leaderboard(ranking, metric, top, out_dir)
+  write_leaderboard(ranking, metric, top, out_dir, workdirs=workdirs)
   _record_best(ranking, metric, out_dir)
   return Selection(metric=metric, ranking=ranking, out_dir=out_dir,
                    evaluated=list(evaluator.evaluated), cached=list(evaluator.cached),
@@ -1073,7 +1076,8 @@ def _gray_line(ranking: Sequence[dict[str, Any]]) -> str:
       if 'gray' in METRICS[m].rows and gray.get(m) is not None and m != 'realism') + '.'
 
 
-def write_leaderboard(ranking: list[dict[str, Any]], metric: str, top: int, out_dir: str) -> None:
+def write_leaderboard(ranking: list[dict[str, Any]], metric: str, top: int, out_dir: str,
+                      workdirs: Sequence[str] = ()) -> None:
   """Writes leaderboard.md, leaderboard.csv, leaderboard.html and selection.json to out_dir."""
   spec = METRICS[metric]
   table = leaderboard_table(ranking, metric)
@@ -1120,5 +1124,6 @@ def write_leaderboard(ranking: list[dict[str, Any]], metric: str, top: int, out_
   _write_text(os.path.join(out_dir, 'leaderboard.html'), page)
   _write_text(os.path.join(out_dir, 'selection.json'), json.dumps(
       {'metric': metric, 'higher_is_better': spec.higher_is_better, 'top': top,
+       'workdirs': sorted(os.fspath(w) for w in workdirs),
        'ranking': [{k: v for k, v in entry.items() if k != 'key'} for entry in ranking]},
       indent=2))

@@ -59,6 +59,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import decimal
 import glob
 import itertools
 import json
@@ -197,6 +198,25 @@ def available_steps(workdir: epath.PathLike, *, epoch_ends_only: bool = False) -
     return kept
 
 
+def _whole_number(value: Any) -> int | None:
+  """`value` as an int if it is a whole number (an int, digits, 6.0, a 0-d array of one),
+  else None: int() would turn 32.5 into 32, True into 1 and Fraction(65, 2) into 32."""
+  if isinstance(value, np.ndarray) and value.ndim == 0:
+    value = value.item()
+  if isinstance(value, (bool, np.bool_)):
+    return None
+  if isinstance(value, numbers.Integral):
+    return int(value)
+  if isinstance(value, str):
+    return int(value) if value.strip().lstrip('+-').isdigit() else None
+  if isinstance(value, (numbers.Real, decimal.Decimal)):
+    try:
+      return int(value) if float(value).is_integer() else None
+    except (OverflowError, ValueError):
+      return None
+  return None
+
+
 def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
                  saved: Sequence[int] | None = None) -> int:
   """The checkpoint step meant by `step`.
@@ -237,14 +257,7 @@ def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
           f'{epath.Path(workdir) / BEST_FILE} selects step {chosen}, which is no longer saved '
           f'(saved steps: {saved}); rerun `launch.py select`.')
     return chosen
-  chosen = None
-  # Whole numbers only: int() would turn 32.5 into 32 and True into 1.
-  if not isinstance(step, (bool, np.bool_)) and not (
-      isinstance(step, (float, np.floating)) and not float(step).is_integer()):
-    try:
-      chosen = int(step)
-    except (TypeError, ValueError):
-      pass
+  chosen = _whole_number(step)
   if chosen is None:
     raise ValueError(f"step must be None, 'latest', 'best' or an integer, got {step!r}")
   if chosen not in saved:

@@ -214,9 +214,11 @@ def make_models(model_config, dtype: Any = None,
                      f'{model_config.num_dropout_levels}')
   if model_config.disc_layers < 1:
     raise ValueError(f'model.disc_layers must be >= 1, got {model_config.disc_layers}')
+  depth = None if image_size is None else unet_depth(image_size)   # checks image_size first
   if image_size is not None and discriminator_output_size(
       image_size, model_config.disc_layers) < 1:
-    deepest = max(n for n in range(1, 12) if discriminator_output_size(image_size, n) >= 1)
+    deepest = max((n for n in range(1, 12) if discriminator_output_size(image_size, n) >= 1),
+                  default=0)
     raise ValueError(f'model.disc_layers={model_config.disc_layers} is too deep for '
                      f'image_size {image_size}: the PatchGAN would have no logits left; at '
                      f'most {deepest} at this size.')
@@ -224,7 +226,7 @@ def make_models(model_config, dtype: Any = None,
                         dropout=model_config.dropout,
                         num_dropout_levels=model_config.num_dropout_levels,
                         conv_impl=model_config.conv_impl, dtype=dtype,
-                        depth=None if image_size is None else unet_depth(image_size))
+                        depth=depth)
   discriminator = Discriminator(width=model_config.width, num_layers=model_config.disc_layers,
                                 norm=model_config.norm, conv_impl=model_config.conv_impl,
                                 dtype=dtype)

@@ -200,7 +200,9 @@ def _validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'log_every_steps must be >= 1, got {config.log_every_steps}')
   if config.num_sample_images < 0:
     raise ValueError(f'num_sample_images must be >= 0, got {config.num_sample_images}')
-  if not -2**63 <= config.seed < 2**63:   # jax.random.PRNGKey's range
+  # jax.random.PRNGKey takes 64-bit ints (without jax_enable_x64 it keeps their low 32
+  # bits for the initial weights; the data order uses all 64).
+  if not -2**63 <= config.seed < 2**63:
     raise ValueError(f'seed must be a 64-bit integer (-2**63 <= seed < 2**63), got '
                      f'{config.seed}')
   input_pipeline.crop_scale(config.data)   # else only found once the config is saved

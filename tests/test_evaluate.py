@@ -551,6 +551,11 @@ def test_a_selection_of_other_runs_keeps_its_leaderboard(tmp_path):
   other = evaluate.default_out_dir(runs[2:], 'psnr')
   assert other.startswith(plain + '-') and other != evaluate.default_out_dir(runs, 'psnr')
   assert evaluate.default_out_dir(runs[2:], 'psnr') == other
+  # The runs it was asked for decide, not the ranked ones (a run with every checkpoint
+  # damaged has none): the same selection rerun stays in its folder.
+  with open(os.path.join(plain, 'selection.json'), 'w') as f:
+    json.dump({'workdirs': runs[:2], 'ranking': [{'workdir': runs[0]}]}, f)
+  assert evaluate.default_out_dir(runs[:2] + runs[:1], 'psnr') == plain
 
 
 def test_a_damaged_checkpoint_is_one_error_line_not_orbax_leftovers(runs, tmp_path):

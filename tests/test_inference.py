@@ -1,5 +1,7 @@
 """Tests of restoring a run and colorizing photos of any size, kind and mode."""
 
+import decimal
+import fractions
 import io
 import os
 import pathlib
@@ -120,7 +122,13 @@ def test_restore_picks_latest_given_and_missing_steps(workdir):
   assert inference.resolve_step(workdir, float(MODERATE_STEP)) == MODERATE_STEP
   assert inference.resolve_step(workdir, np.int64(MODERATE_STEP)) == MODERATE_STEP
   assert inference.resolve_step(workdir, str(MODERATE_STEP)) == MODERATE_STEP
-  for bad in (MODERATE_STEP + 0.5, True, np.True_, float('nan'), '1.0', 'abc'):
+  assert inference.resolve_step(workdir, np.array(MODERATE_STEP)) == MODERATE_STEP
+  assert inference.resolve_step(workdir, fractions.Fraction(2 * MODERATE_STEP, 2)) == (
+      MODERATE_STEP)
+  for bad in (MODERATE_STEP + 0.5, True, np.True_, float('nan'), float('inf'), '1.0', 'abc',
+              fractions.Fraction(2 * MODERATE_STEP + 1, 2),
+              decimal.Decimal(MODERATE_STEP) + decimal.Decimal('0.5'),
+              np.array(MODERATE_STEP + 0.5), [MODERATE_STEP]):
     with pytest.raises(ValueError, match='an integer'):
       inference.resolve_step(workdir, bad)
 
@@ -468,7 +476,8 @@ def test_cli_keeps_existing_outputs_unless_told_to_overwrite(workdir, tmp_path, 
   """An output already in --out is kept and its input left out, and a rerun with every
   output there has nothing to do: both succeed (exit 0: a rerun finishes a killed run);
   --overwrite replaces what colorize wrote, but never a file it did not write (the user's
-  own a.png beside the a.jpg being colorized: --overwrite once replaced it)."""
+  own a.png beside the a.jpg being colorized: --overwrite once replaced it), whose input
+  is then not done (exit 1)."""
   folder, out = tmp_path / 'in', tmp_path / 'out'
   folder.mkdir()
   out.mkdir()
@@ -478,17 +487,18 @@ def test_cli_keeps_existing_outputs_unless_told_to_overwrite(workdir, tmp_path, 
   Image.fromarray(photo(16, 16, seed=3)).save(out / 'a.png')   # the user's own photo
   users = (out / 'a.png').read_bytes()
   one = [str(folder / 'a.jpg'), str(folder / 'b.png'), '--out', str(out), '--no-progress']
-  assert cli.colorize(run_flags(workdir), one) == 0
+  assert cli.colorize(run_flags(workdir), one) == 1   # a.jpg not done: its name is taken
   captured = capsys.readouterr()
   assert 'colorize did not write it' in captured.err and '1 images written' in captured.out
   assert sorted(os.listdir(out)) == ['a.png', 'b.png']
   written = (out / 'b.png').read_bytes()
-  both = one[:2] + [str(folder / 'c.png')] + one[2:]
+  both = [str(folder / 'b.png'), str(folder / 'c.png'), '--out', str(out), '--no-progress']
   assert cli.colorize(run_flags(workdir), both) == 0   # finishes: c.png
   captured = capsys.readouterr()
   assert 'kept: ' in captured.err and '1 images written' in captured.out
   assert cli.colorize(run_flags(workdir), both) == 0
   assert 'nothing to do' in capsys.readouterr().out
+  assert cli.colorize(run_flags(workdir), one) == 1   # the user's a.png stays in the way
   (out / 'b.png').write_bytes(written[:-20])   # damaged by hand: --overwrite is the remedy
   assert cli.colorize(run_flags(workdir), both + ['--overwrite']) == 0
   assert (out / 'a.png').read_bytes() == users
@@ -498,7 +508,8 @@ def test_cli_keeps_existing_outputs_unless_told_to_overwrite(workdir, tmp_path, 
 def test_cli_colorizes_into_the_folder_of_named_photos_without_harm(workdir, tmp_path, capsys):
   """Files or a pattern of a folder colorized into that folder: each photo gets its PNG
   beside it, and a photo of the user's that has the output's name is kept, --overwrite or
-  not (the pattern was left out as 'matches in the output folder': 'no input images')."""
+  not, its input reported as not done (the pattern was left out as 'matches in the output
+  folder': 'no input images')."""
   album = tmp_path / 'album'
   album.mkdir()
   Image.fromarray(photo(20, 20)).save(album / 'x.jpg')
@@ -506,7 +517,8 @@ def test_cli_colorizes_into_the_folder_of_named_photos_without_harm(workdir, tmp
   Image.fromarray(photo(20, 24, seed=2)).save(album / 'y.jpg')
   users = (album / 'x.png').read_bytes()
   for args in ([str(album / 'x.jpg'), '--overwrite'], [str(album / '*.jpg'), '--overwrite']):
-    assert cli.colorize(run_flags(workdir), args + ['--out', str(album), '--no-progress']) == 0
+    # x.jpg is not done (exit 1): its output's name is the user's photo.
+    assert cli.colorize(run_flags(workdir), args + ['--out', str(album), '--no-progress']) == 1
     assert (album / 'x.png').read_bytes() == users
   assert 'colorize did not write it' in capsys.readouterr().err
   assert sorted(os.listdir(album)) == ['x.jpg', 'x.png', 'y.jpg', 'y.png']

@@ -304,6 +304,7 @@ def test_more_bad_values_are_refused_before_the_workdir_is_made(photos, tmp_path
       ('seed', 2**63, 'seed must be a 64-bit integer'),
       ('model.disc_layers', 4, 'disc_layers=4 is too deep for image_size 32.*at most 3'),
       ('model.disc_layers', 0, 'disc_layers must be >= 1'),
+      ('image_size', 8, 'power of two'),   # not "disc_layers too deep" for a size that is none
       ('optim.g_learning_rate', float('inf'), 'g_learning_rate must be finite'),
       ('model.num_dropout_levels', -2, 'num_dropout_levels must be >= 0'),
       ('data.val_fraction', 0.999, 'val_fraction=0.999 puts all')):

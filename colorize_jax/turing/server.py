@@ -431,12 +431,15 @@ def serve(study_dir: str | os.PathLike[str], host: str = '127.0.0.1', port: int 
 
   if not 0 <= port <= 65535:
     raise ValueError(f'port must be in 0..65535, got {port}')
-  app = create_app(study_dir, results_token=results_token)
   # A wildcard address is no address to give participants: this machine's name is.
   everywhere = host in ('0.0.0.0', '::', '')
   shown = socket.gethostname() if everywhere else f'[{host}]' if ':' in host else host
+  study_lib.load_study(study_dir)   # no study there: refused before the lock makes a folder
   # Held while serving: a rebuild of this study must not pull it from under the server.
   with study_lib.serving_lock(study_dir), _listening_socket(host, port) as sock:
+    # Inside the lock: a second server is refused as such, never while the first is
+    # still writing the study's results token (which it read back empty).
+    app = create_app(study_dir, results_token=results_token)
     port = sock.getsockname()[1]   # the one the system chose for port 0
     print(f'Turing test: http://{shown}:{port}/  ({app.state.study.num_pairs} pairs)',
           flush=True)
