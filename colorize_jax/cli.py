@@ -212,9 +212,10 @@ def colorize(flags, args) -> int:
 
   Exit code: 0 every output written or already there (a rerun of a finished or
   interrupted run); 1 some inputs were unreadable or missing, or their output's
-  name is taken by a file colorize did not write (the others are written); 2 nothing done (bad options, no checkpoint, no inputs, an --out that
-  cannot be written, --out would overwrite an input); 128 + signal number when
-  stopped by SIGINT / SIGTERM (what was written is complete: a rerun finishes the rest).
+  name is taken by a file colorize did not write (the others are written); 2
+  nothing done (bad options, no checkpoint, no inputs, an --out that cannot be
+  written, --out would overwrite an input); 128 + signal number when stopped by
+  SIGINT / SIGTERM (what was written is complete: a rerun finishes the rest).
   """
   parser = argparse.ArgumentParser(
       prog='launch.py colorize --workdir RUN',
