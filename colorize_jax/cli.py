@@ -125,8 +125,15 @@ def parse_flags(argv: list[str]) -> list[str]:
   if own:   # the mode's own help, whichever of absl's spellings asked for it
     argv = [a if a not in _HELP_FLAGS else '-h' for a in argv]
   else:
-    # absl exits 1 after its help (and knows no -h): help asked for is a success.
-    asked = next((a for a in argv[1:] if a in _HELP_FLAGS), None)
+    # absl exits 1 after its help (and knows no -h): help asked for is a success. Not a
+    # flag's value given as the next word (`--workdir -h` names a folder).
+    def takes_value(word: str) -> bool:
+      name = word.lstrip('-')
+      return (word.startswith('-') and '=' not in word and name in flags.FLAGS
+              and not flags.FLAGS[name].boolean)
+
+    asked = next((a for i, a in enumerate(argv[1:], 1)
+                  if a in _HELP_FLAGS and not takes_value(argv[i - 1])), None)
     if asked is not None:
       from absl import app  # pylint: disable=g-import-not-at-top
       app.usage(shorthelp=asked != '--helpfull', writeto_stdout=True, exitcode=EXIT_OK)

@@ -173,6 +173,13 @@ def test_launch_help_exits_with_status_0():
                           text=True, timeout=300)
     assert done.returncode == 0, (args, done.stderr[-500:])
     assert ('--workdir' in done.stdout or 'usage: launch.py' in done.stdout), args
+  # `-h` as a flag's value (a folder named -h) is no help request: here the bad batch size
+  # is then the usage error (2), not help (0).
+  done = subprocess.run([sys.executable, 'launch.py', 'train', '--config',
+                         'experiments/default.py', '--workdir', '-h',
+                         '--config.batch_size=abc'], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 2 and 'batch_size' in done.stderr, done.stderr[-500:]
 
 
 def test_orbax_leftovers_of_a_failed_read_are_silenced_and_nothing_else(monkeypatch):
