@@ -544,7 +544,9 @@ def turing(flags, args) -> int:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   study_dir = opts.study or os.path.join(flags.workdir, 'turing', f'step_{colorizer.step}')
-  model = {'workdir': os.path.abspath(flags.workdir), 'step': int(colorizer.step)}
+  # The save of the step too: a run retrained from an earlier step has other weights there.
+  model = {'workdir': os.path.abspath(flags.workdir), 'step': int(colorizer.step),
+           'checkpoint': checkpoints.commit_id(flags.workdir, colorizer.step)}
   if not opts.rebuild and turing_lib.holds_study(study_dir):
     try:
       study = turing_lib.load_study(study_dir)
@@ -553,11 +555,15 @@ def turing(flags, args) -> int:
             f'{os.path.join(study_dir, "replaced")}/, not deleted).', file=sys.stderr)
       return EXIT_USAGE
     built_with = {k: study.about.get(k) for k in model}
+    if 'checkpoint' not in study.about:   # built before studies recorded it
+      built_with['checkpoint'] = model['checkpoint']
     if study.about and built_with != model:
+      again = ' (saved again since: the run was retrained from an earlier step)' if (
+          built_with['step'] == model['step'] and built_with['workdir'] == model['workdir']) else ''
       print(f'error: {study_dir} holds a study of step {built_with["step"]} of '
-            f'{built_with["workdir"]}, not of step {model["step"]} of {model["workdir"]}: '
-            'pass --rebuild to replace it (its answers are kept aside), or another --study.',
-            file=sys.stderr)
+            f'{built_with["workdir"]}{again}, not of step {model["step"]} of {model["workdir"]} '
+            'as it is now: pass --rebuild to replace it (its answers are kept aside), or '
+            'another --study.', file=sys.stderr)
       return EXIT_USAGE
     print(f'The study in {study_dir} exists: {"serving" if not opts.no_serve else "kept"} it '
           'as it is (--pairs, --size, --seed and --data build a new one only with --rebuild).')

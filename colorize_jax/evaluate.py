@@ -1049,6 +1049,9 @@ def _record_best(ranking: list[dict[str, Any]], metric: str, out_dir: str) -> No
               'value': entry['value'], 'higher_is_better': spec.higher_is_better,
               'rank': entry['rank'], 'winner': entry['rank'] == 1,
               'candidates': len(ranking), 'data': entry['data'],
+              # Which save of the step was ranked: `inference.resolve_step` refuses 'best'
+              # once the step is saved again (a run retrained from an earlier step).
+              'checkpoint': (entry.get('key') or {}).get('checkpoint'),
               'selection': out_dir, 'created': created}
     _write_text(os.path.join(workdir, inference.BEST_FILE), json.dumps(record, indent=2))
 

@@ -251,11 +251,17 @@ def resolve_step(workdir: epath.PathLike, step: int | str | None = None,
                    saved[-1])
     return ends[-1]
   if step == 'best':
-    chosen = int(read_best(workdir)['step'])
+    best = read_best(workdir)
+    chosen = int(best['step'])
     if chosen not in saved:
       raise FileNotFoundError(
           f'{epath.Path(workdir) / BEST_FILE} selects step {chosen}, which is no longer saved '
           f'(saved steps: {saved}); rerun `launch.py select`.')
+    if best.get('checkpoint') not in (None, checkpoints.commit_id(workdir, chosen)):
+      raise FileNotFoundError(
+          f'{epath.Path(workdir) / BEST_FILE} selects step {chosen}, which was saved again '
+          'since (the run was retrained from an earlier step): the weights there are not '
+          'the ones ranked. Rerun `launch.py select`, or pass --step.')
     return chosen
   chosen = _whole_number(step)
   if chosen is None:

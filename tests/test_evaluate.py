@@ -375,6 +375,15 @@ def test_the_cache_never_serves_results_of_weights_since_replaced(runs, tmp_path
   assert inference.read_best(str(copy))['step'] in (3, 6)
   assert (run / inference.BEST_FILE).exists() == original_best
 
+  # The step best.json selects, saved again since (retrained): 'best' is refused, not
+  # served other weights than the ones ranked (colorize --best used them without a word).
+  chosen = inference.read_best(str(copy))['step']
+  assert inference.resolve_step(str(copy), 'best') == chosen
+  shutil.rmtree(copy / 'checkpoints' / str(chosen))
+  save_run(str(copy), config, gan.init(jax.random.PRNGKey(8), IMAGE_SIZE), {chosen: 1.0})
+  with pytest.raises(FileNotFoundError, match='saved again since'):
+    inference.resolve_step(str(copy), 'best')
+
 
 # orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,3 +159,28 @@ def test_a_photo_that_repeats_another_is_not_a_second_pair(run, tmp_path, capsys
   assert sorted(p.photo_id for p in study.pairs) == ['p0.png', 'p1.png', 'p2.png']
   assert cli.turing(flags(run), ['--pairs', '4', '--size', '32', '--data', str(folder),
                                  '--study', str(tmp_path / 'study4'), '--no-serve']) == 2
+
+
+def test_a_study_of_a_step_saved_again_since_is_not_served(run, tmp_path, capsys):
+  """A study records which save of its step it colorized: after the run is retrained from
+  an earlier step (the step saved anew, other weights), the old study is refused with
+  --rebuild as the remedy, not served as 'the study of step N'."""
+  from colorize_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from colorize_jax import steps  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / 'run'
+  shutil.copytree(run, copy, ignore=shutil.ignore_patterns('turing', 'eval'))
+  args = ['--pairs', '2', '--size', '32', '--no-serve']
+  assert cli.turing(flags(copy), args) == 0
+  config = checkpoints.load_config(copy)
+  gan = steps.GAN.from_config(config)
+  ckpts = checkpoints.Checkpoints(copy)
+  state, meta = ckpts.restore(steps.abstract_state(gan, config.image_size), 3)
+  ckpts.close()
+  shutil.rmtree(copy / 'checkpoints' / '3')
+  ckpts = checkpoints.Checkpoints(copy)
+  ckpts.save(3, state, meta)
+  ckpts.close()
+  capsys.readouterr()
+  assert cli.turing(flags(copy), args) == cli.EXIT_USAGE
+  assert 'saved again since' in capsys.readouterr().err
+  assert cli.turing(flags(copy), args + ['--rebuild']) == 0
