@@ -931,15 +931,33 @@ def default_out_dir(workdirs: Sequence[str], metric: str) -> str:
 def rank(entries: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
   """Sorts results by the model's `metric`, best first; missing values last.
 
-  Ties keep the input order. Returns new dicts with 'value' and 'rank' (1-based).
+  Ties keep the input order and share a rank ('1224' ranking: two checkpoints with one
+  value are both 2nd, and both in a top 2). Returns new dicts with 'value' and 'rank'
+  (1-based).
   """
   spec = METRICS[metric]
   sign = -1.0 if spec.higher_is_better else 1.0
   have = [e for e in entries if e['rows']['model'].get(metric) is not None]
   lack = [e for e in entries if e['rows']['model'].get(metric) is None]
   ordered = sorted(have, key=lambda e: sign * e['rows']['model'][metric]) + lack
-  return [dict(e, value=e['rows']['model'].get(metric), rank=i + 1)
-          for i, e in enumerate(ordered)]
+  ranked, previous = [], None
+  for i, e in enumerate(ordered):
+    value = e['rows']['model'].get(metric)
+    tied = value is not None and previous is not None and value == previous['value']
+    ranked.append(dict(e, value=value, rank=previous['rank'] if tied else i + 1))
+    previous = ranked[-1]
+  return ranked
+
+
+def _run_labels(workdirs: Sequence[str]) -> dict[str, str]:
+  """Short names for runs in a table: their folder names, or where two share one, their
+  paths below the runs' common folder."""
+  workdirs = sorted(set(workdirs))
+  names = [os.path.basename(w.rstrip(os.sep)) for w in workdirs]
+  if len(set(names)) == len(names):
+    return dict(zip(workdirs, names))
+  common = os.path.commonpath(workdirs) if len(workdirs) > 1 else os.path.dirname(workdirs[0])
+  return {w: os.path.relpath(w, common) for w in workdirs}
 
 
 def select(workdirs: Sequence[epath.PathLike] | epath.PathLike,
@@ -1064,8 +1082,9 @@ def leaderboard_table(ranking: Sequence[dict[str, Any]], metric: str) -> list[li
   """The leaderboard as text cells: a header, then one row per ranked checkpoint."""
   columns = [metric] + [m for m in _BOARD_METRICS if m != metric]
   table = [['rank', 'run', 'step', 'epoch'] + [METRICS[m].label for m in columns]]
+  labels = _run_labels([entry['workdir'] for entry in ranking]) if ranking else {}
   for entry in ranking:
-    table.append([str(entry['rank']), os.path.basename(entry['workdir']), str(entry['step']),
+    table.append([str(entry['rank']), labels[entry['workdir']], str(entry['step']),
                   str(entry['epoch'])] +
                  [format_value(m, entry['rows']['model'].get(m)) for m in columns])
   return table
@@ -1073,6 +1092,11 @@ def leaderboard_table(ranking: Sequence[dict[str, Any]], metric: str) -> list[li
 
 def _gray_line(ranking: Sequence[dict[str, Any]]) -> str:
   gray = ranking[0]['rows']['gray'] if ranking else {}
+  others = [e['rows']['gray'] for e in ranking[1:]]
+  if any({m: g.get(m) for m in _BOARD_METRICS if m != 'realism'} !=
+         {m: gray.get(m) for m in _BOARD_METRICS if m != 'realism'} for g in others):
+    return ('Gray baseline (ab = 0): it differs between these checkpoints (other data or '
+            'Inception weights); see each one\'s report.')
   # D realism of gray images depends on each checkpoint's discriminator: left out.
   return 'Gray baseline (ab = 0) on the same data: ' + ', '.join(
       f'{METRICS[m].label} {format_value(m, gray.get(m))}' for m in _BOARD_METRICS
@@ -1086,8 +1110,12 @@ def write_leaderboard(ranking: list[dict[str, Any]], metric: str, top: int, out_
   table = leaderboard_table(ranking, metric)
   direction = 'higher' if spec.higher_is_better else 'lower'
   title = f'Checkpoints ranked by {spec.label} ({direction} is better)'
-  data_line = (f'Evaluation data: {ranking[0]["data"] if ranking else "-"}. '
-               f'The top {top} are marked with *.')
+  data = sorted({str(entry['data']) for entry in ranking}) or ['-']
+  weights = sorted({str(entry.get('inception_weights') or 'none') for entry in ranking})
+  data_line = (('Evaluation data: ' + data[0] if len(data) == 1 else
+                'Evaluation data DIFFER between checkpoints: ' + '; '.join(data)) +
+               '. Inception weights (IS, FID): ' + ', '.join(weights or ['none']) +
+               f'. The top {top} are marked with *.')
   lines = [f'# {title}', '', data_line, '', '| ' + ' | '.join(table[0]) + ' |',
            '|' + '---|' * len(table[0])]
   for entry, row in zip(ranking, table[1:]):

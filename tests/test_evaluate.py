@@ -232,6 +232,32 @@ def test_rank_knows_which_direction_is_better():
   assert [e['rank'] for e in evaluate.rank(entries, 'fid')] == [1, 2, 3]
   assert not evaluate.METRICS['ab_l1'].higher_is_better
   assert evaluate.METRICS['inception_score'].higher_is_better
+  # Ties share a rank (they got 3 and 4, so a top 3 starred one of two equal checkpoints).
+  tied = [{'step': s, 'rows': {'model': {'psnr': p}}}
+          for s, p in ((1, 20.0), (2, 25.0), (3, 25.0), (4, 19.0), (5, None))]
+  assert [(e['step'], e['rank']) for e in evaluate.rank(tied, 'psnr')] == [
+      (2, 1), (3, 1), (1, 3), (4, 4), (5, 5)]
+
+
+def test_leaderboard_names_runs_apart_and_says_what_differs(tmp_path):
+  """Two runs with one folder name are told apart by their paths; the data line names the
+  Inception weights, and data or gray baselines that differ between entries are said to
+  differ instead of the first entry's standing for all."""
+  def entry(workdir, psnr, data, gray, weights):
+    return {'workdir': str(tmp_path / workdir), 'step': 3, 'epoch': 1, 'data': data,
+            'inception_weights': weights, 'rows': {'model': {'psnr': psnr},
+                                                   'gray': {'psnr': gray}}}
+
+  ranking = evaluate.rank([entry('a/run1', 21.0, 'val of a', 20.0, 'random'),
+                           entry('b/run1', 22.0, 'val of b', 19.0, 'random')], 'psnr')
+  table = evaluate.leaderboard_table(ranking, 'psnr')
+  assert [row[1] for row in table[1:]] == [os.path.join('b', 'run1'), os.path.join('a', 'run1')]
+  (tmp_path / 'board').mkdir()
+  evaluate.write_leaderboard(ranking, 'psnr', 1, str(tmp_path / 'board'))
+  text = (tmp_path / 'board' / 'leaderboard.md').read_text()
+  assert 'DIFFER between checkpoints: val of a; val of b' in text
+  assert 'Inception weights (IS, FID): random' in text
+  assert 'it differs between these checkpoints' in text
 
 
 @pytest.fixture
