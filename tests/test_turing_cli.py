@@ -67,6 +67,9 @@ def test_turing_report_summarises_the_study(run, capsys):
   out = capsys.readouterr().out
   assert re.search(r'Fooled \d of 4 answers: \d+\.\d% .*paper 23%', out), out
   assert {'results.html', 'answers.csv'} <= set(os.listdir(study_dir / 'report'))
+  # The results say which model they test (the paper's 23% is one named checkpoint's).
+  page = (study_dir / 'report' / 'results.html').read_text()
+  assert f'It tests step 3 of the run\n{run}' in page and 'shown at 64x64' in page
   assert cli.turing_report(flags(run), ['--step', '999']) == cli.EXIT_USAGE
   assert 'no study for step 999' in capsys.readouterr().err   # and names step_3
 

@@ -112,6 +112,7 @@ def build_report(study: study_lib.Study, store: store_lib.Store) -> dict[str, An
       'study_id': study.study_id,
       'created_at': study.created_at,
       'num_pairs': study.num_pairs,
+      'about': dict(study.about or {}),   # the run, step, photos and size it tests
       'participants': {
           'total': len(per_participant),
           'completed': len(completed),
