@@ -210,7 +210,12 @@ def validation_data(config: ml_collections.ConfigDict, max_images: int | None = 
   if data.source == 'folder' and data.get('folder'):
     folder = os.path.abspath(os.path.expanduser(str(data.folder)))
     key['folder'] = folder
-    key['files'] = _folder_signature(folder) if os.path.isdir(folder) else None
+    # With train/ and val/, the validation photos are val/'s alone: a touched training
+    # photo made every cached result stale (select evaluated every checkpoint again).
+    val_dir = os.path.join(folder, 'val')
+    split = os.path.isdir(os.path.join(folder, 'train')) and os.path.isdir(val_dir)
+    key['files'] = (_folder_signature(val_dir) if split else
+                    _folder_signature(folder) if os.path.isdir(folder) else None)
 
   def build():
     splits = input_pipeline.build_splits(data, splits=('val',))

@@ -607,3 +607,18 @@ def test_a_damaged_checkpoint_is_one_error_line_not_orbax_leftovers(runs, tmp_pa
                         capture_output=True, text=True, timeout=300)
   assert done.returncode == 2 and 'looks damaged' in done.stderr
   assert 'Event loop is closed' not in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_the_validation_cache_key_watches_the_validation_photos_only(tmp_path):
+  """With train/ and val/, a training photo touched (or added) leaves cached evaluations
+  valid (select evaluated every checkpoint again); a validation photo changed does not."""
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  folder = helpers.make_photo_folder(tmp_path / 'photos', 6, 3)
+  config = tiny_config(folder)
+  before = evaluate.validation_data(config).key
+  train_photo = sorted((tmp_path / 'photos' / 'train').iterdir())[0]
+  os.utime(train_photo, ns=(1, 1))
+  assert evaluate.validation_data(config).key == before
+  val_photo = sorted((tmp_path / 'photos' / 'val').iterdir())[0]
+  os.utime(val_photo, ns=(1, 1))
+  assert evaluate.validation_data(config).key != before
