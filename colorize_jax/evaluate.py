@@ -55,6 +55,7 @@ import io
 import json
 import os
 import time
+import uuid
 from typing import Any, Sequence
 
 from absl import logging
@@ -179,6 +180,9 @@ class EvalData:
 
 def _first(images: input_pipeline.ImageSet, n: int | None) -> input_pipeline.ImageSet:
   return images if n is None or n >= len(images) else images.subset(range(n))
+
+
+_RANDOM_WEIGHTS_DRAW = uuid.uuid4().hex[:12]   # names this process's random InceptionV3
 
 
 def _folder_signature(root: str) -> str:
@@ -309,7 +313,10 @@ class InceptionSource:
       self._id, self.reason = None, 'Inception metrics were turned off (--inception-weights none).'
       self.tag = 'no-inception'
     elif weights == 'random':
-      self._id, self.tag = 'random-weights (tests only)', 'random-inception'
+      # Drawn anew in every process: results are this process's alone (a cached IS of
+      # other random weights was ranked beside fresh ones).
+      self._id = f'random-weights (tests only) {_RANDOM_WEIGHTS_DRAW}'
+      self.tag = 'random-inception'
     elif weights == 'imagenet':
       cached = os.path.join(inception.keras_cache_dir(), 'models', inception.IMAGENET_WEIGHTS_FILE)
       self._id = f'imagenet:{inception.IMAGENET_WEIGHTS_MD5}'

@@ -622,3 +622,18 @@ def test_the_validation_cache_key_watches_the_validation_photos_only(tmp_path):
   val_photo = sorted((tmp_path / 'photos' / 'val').iterdir())[0]
   os.utime(val_photo, ns=(1, 1))
   assert evaluate.validation_data(config).key != before
+
+
+def test_random_inception_weights_are_cached_only_within_their_process():
+  """Random InceptionV3 weights are drawn anew in each process, so the cache key names the
+  draw: a later select no longer ranks a cached IS of other random weights beside fresh
+  ones (it put the same checkpoint 1st, then 12th)."""
+  code = ('from colorize_jax import evaluate; s = evaluate.InceptionSource("random"); '
+          'print(s.id == evaluate.InceptionSource("random").id, s.id)')
+  ids = []
+  for _ in range(2):
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()
+    assert out[0] == 'True'   # one draw per process
+    ids.append(out[-1])
+  assert ids[0] != ids[1]
