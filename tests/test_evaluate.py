@@ -637,3 +637,14 @@ def test_random_inception_weights_are_cached_only_within_their_process():
     assert out[0] == 'True'   # one draw per process
     ids.append(out[-1])
   assert ids[0] != ids[1]
+
+
+def test_inception_score_parts_hold_enough_images():
+  """IS averages over parts of >= 50 images (10 at most, 1 at least): 12 images in 10 parts
+  scored ~1 whatever the model, since a one-image part scores exactly 1."""
+  assert [evaluate.inception_splits(n) for n in (1, 12, 99, 100, 199, 500, 50_000)] == [
+      1, 1, 1, 2, 3, 10, 10]
+  sharp = np.eye(12)   # 12 images, each sure of its own class: IS 12 over one part
+  assert inception.inception_score(sharp, splits=evaluate.inception_splits(12))[0] == (
+      pytest.approx(12.0))
+  assert inception.inception_score(sharp, splits=10)[0] < 2   # the old split count
