@@ -259,9 +259,9 @@ def colorize(flags, args) -> int:
   if flags.workdir is None:
     print('error: colorize needs --workdir (the training run)', file=sys.stderr)
     return EXIT_USAGE
-  if not (math.isfinite(opts.saturation) and opts.saturation >= 0):
-    print(f'error: --saturation must be a finite number >= 0, got {opts.saturation}',
-          file=sys.stderr)
+  if not (math.isfinite(opts.saturation) and 0 <= opts.saturation <= 1000):
+    print(f'error: --saturation must be a number in [0, 1000] (1000 puts every colour at '
+          f'the gamut\'s edge), got {opts.saturation}', file=sys.stderr)
     return EXIT_USAGE
   setup_runtime()
   from colorize_jax import files  # pylint: disable=g-import-not-at-top

@@ -684,6 +684,8 @@ class Colorizer:
                         dpi=dpi, software=images.SOFTWARE)
       except OSError as e:
         return job, f'{job.destination}: cannot write: {e}'
+      except ValueError as e:   # one image's failure (NaN colours, say) is that image's only
+        return job, f'{job.source}: {e}'
       return job, None
 
     bar = tqdm.tqdm(total=len(jobs), unit='img', disable=not progress, dynamic_ncols=True)
@@ -762,9 +764,17 @@ def _is_a(kind: type, value: Any) -> bool:
   return isinstance(value, kind) and not isinstance(value, bool)
 
 
+# Past this every predicted colour is already at the gamut's edge (ab is ~1 unit at the
+# least, sRGB's chroma below 134), while float32 arithmetic on ab * 1e20 overflows into
+# gray, black or NaN images.
+MAX_SATURATION = 1000.0
+
+
 def _check_saturation(saturation: float) -> None:
-  if not _is_a(numbers.Real, saturation) or not (np.isfinite(saturation) and saturation >= 0):
-    raise ValueError(f'saturation must be a finite number >= 0, got {saturation!r}')
+  if not _is_a(numbers.Real, saturation) or not (
+      np.isfinite(saturation) and 0 <= saturation <= MAX_SATURATION):
+    raise ValueError(f'saturation must be a number in [0, {MAX_SATURATION:g}], got '
+                     f'{saturation!r}')
 
 
 # ----------------------------------------------------------------------------

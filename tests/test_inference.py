@@ -286,8 +286,11 @@ def test_saturation_scales_ab(moderate):
   np.testing.assert_allclose(lab_half[inside][:, 1:], 0.5 * lab_full[inside][:, 1:], atol=0.3)
   assert np.abs(lab_none[..., 1:]).max() < 0.5
   np.testing.assert_allclose(lab_half[..., 0], lab_full[..., 0], atol=0.05)
-  with pytest.raises(ValueError, match='saturation'):
-    moderate.colorize(image, saturation=-1)
+  for bad in (-1, 1e20, 5e38):   # huge factors overflowed float32: gray, black, NaN images
+    with pytest.raises(ValueError, match='saturation'):
+      moderate.colorize(image, saturation=bad)
+  most = np.asarray(color.rgb_to_lab(moderate.colorize(image, saturation=1000.0)))
+  assert np.hypot(most[..., 1], most[..., 2]).mean() > np.hypot(*lab_full[..., 1:].T).mean()
 
 
 def test_api_refuses_what_it_would_get_wrong(moderate, workdir):
@@ -545,10 +548,10 @@ def test_cli_checks_out_and_saturation_before_loading_the_model(workdir, tmp_pat
   if not os.access(locked, os.W_OK):   # root may write anywhere
     assert cli.colorize(run_flags(workdir), [str(source), '--out', str(locked / 'sub')]) == 2
     assert 'Cannot write' in capsys.readouterr().err
-  for value in ('inf', 'nan', '-1'):
+  for value in ('inf', 'nan', '-1', '5e38'):
     assert cli.colorize(run_flags(workdir), [str(source), '--out', str(tmp_path / 'o'),
                                              '--saturation', value]) == 2
-    assert 'finite number >= 0' in capsys.readouterr().err
+    assert 'must be a number in [0, 1000]' in capsys.readouterr().err
 
 
 def test_cli_skips_and_reports_unreadable_files(workdir, tmp_path, capsys):
