@@ -289,11 +289,17 @@ def colorize(flags, args) -> int:
   for job in jobs:
     if not os.path.lexists(job.destination):
       continue
-    if not images.is_colorized_output(job.destination):
+    made_from = images.colorized_source(job.destination)
+    if made_from is None:
       foreign.append(job)
       print(f'not colorized: {job.source}: its output {job.destination} exists and colorize '
             'did not write it (a photo of yours, or an output of a version that did not mark '
             'them): it is never replaced; move it, or choose another --out', file=sys.stderr)
+    elif made_from not in ('', images.source_id(job.source)):
+      # Another photo's colorization under this name (cameras repeat IMG_0001.JPG).
+      foreign.append(job)
+      print(f'not colorized: {job.source}: its output {job.destination} is the colorization '
+            'of another photo: it is never replaced; choose another --out', file=sys.stderr)
     elif not opts.overwrite:
       kept.append(job)
       print(f'kept: {job.destination} exists (--overwrite replaces it); {job.source} left out',

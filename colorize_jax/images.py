@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import os
 import uuid
@@ -523,23 +524,42 @@ def to_uint16(x: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(x.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
 
 
-def is_colorized_output(path: str | os.PathLike) -> bool:
-  """Whether `path` is a PNG that `save_png(..., software=SOFTWARE)` wrote (its tEXt
-  'Software' chunk says so): a colorization, not a photo of the user's."""
+SOURCE_KEY = 'colorize_jax source'   # PNG text: which photo a colorization was made from
+
+
+def source_id(path: str | os.PathLike) -> str:
+  """16 hex digits naming the file `path` (its real path), as colorizations record it."""
+  return hashlib.sha256(os.fsencode(os.path.realpath(path))).hexdigest()[:16]
+
+
+def colorized_source(path: str | os.PathLike) -> str | None:
+  """The `source_id` recorded in a PNG colorize wrote ('' if it recorded none), or None
+  if `path` is no such PNG (its tEXt 'Software' is not `SOFTWARE`): a photo of the
+  user's, say."""
   if not os.fspath(path).lower().endswith('.png'):
-    return False
+    return None
   try:
     with Image.open(path) as img:   # reads the chunks before the pixels only
-      return img.format == 'PNG' and img.info.get('Software') == SOFTWARE
+      if img.format != 'PNG' or img.info.get('Software') != SOFTWARE:
+        return None
+      return str(img.info.get(SOURCE_KEY, ''))
   except Exception:  # pylint: disable=broad-except
-    return False
+    return None
 
 
-def _png_with_text(encoded: bytes, key: str, value: str) -> bytes:
-  """A PNG file's bytes with a tEXt chunk key=value inserted before its pixel data."""
+def is_colorized_output(path: str | os.PathLike) -> bool:
+  """Whether `path` is a PNG that `save_png(..., software=SOFTWARE)` wrote: a
+  colorization, not a photo of the user's."""
+  return colorized_source(path) is not None
+
+
+def _png_with_text(encoded: bytes, text: dict[str, str]) -> bytes:
+  """A PNG file's bytes with tEXt chunks key=value inserted before its pixel data."""
   chunks = list(png.Reader(bytes=encoded).chunks())
   first_idat = next(i for i, (kind, _) in enumerate(chunks) if kind == b'IDAT')
-  chunks.insert(first_idat, (b'tEXt', key.encode('latin-1') + b'\0' + value.encode('latin-1')))
+  chunks[first_idat:first_idat] = [
+      (b'tEXt', key.encode('latin-1') + b'\0' + value.encode('latin-1'))
+      for key, value in text.items()]
   out = io.BytesIO()
   png.write_chunks(out, chunks)
   return out.getvalue()
@@ -547,7 +567,8 @@ def _png_with_text(encoded: bytes, key: str, value: str) -> bytes:
 
 def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None,
              compress_level: int = PNG_COMPRESS_LEVEL, bit_depth: int = 8,
-             dpi: tuple[float, float] | None = None, software: str | None = None) -> None:
+             dpi: tuple[float, float] | None = None, software: str | None = None,
+             source: str | None = None) -> None:
   """Writes an image as PNG, creating its folder; readers never see half a file.
 
   The PNG is written to a hidden temporary file in the same folder and renamed
@@ -565,6 +586,8 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
       e.g. the scan's `Picture.dpi`; None records none.
     software: recorded as the PNG's 'Software' text (`SOFTWARE` marks a colorization,
       see `is_colorized_output`); None records none.
+    source: with `software`, the `source_id` of the photo it was made from (recorded as
+      `SOURCE_KEY` text, see `colorized_source`).
 
   Raises:
     ValueError: compress_level outside 0..9, bit_depth not 8 or 16, rgb not
@@ -574,6 +597,8 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   check_png_compress_level(compress_level)
   if bit_depth not in (8, 16):
     raise ValueError(f'PNG bit depth must be 8 or 16, got {bit_depth!r}')
+  text = {} if software is None else {'Software': software, **(
+      {} if source is None else {SOURCE_KEY: source})}
   rgb = np.asarray(rgb)
   if rgb.ndim != 3 or rgb.shape[-1] != 3 or (alpha is not None and
                                              np.shape(alpha) != rgb.shape[:2]):
@@ -594,12 +619,12 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
                         compression=compress_level, **per_metre)
 
     def encode(f):
-      if software is None:
+      if not text:
         writer.write_array(f, pixels.reshape(-1))
         return
-      encoded = io.BytesIO()   # pypng writes no text chunks: one is added to its file
+      encoded = io.BytesIO()   # pypng writes no text chunks: they are added to its file
       writer.write_array(encoded, pixels.reshape(-1))
-      f.write(_png_with_text(encoded.getvalue(), 'Software', software))
+      f.write(_png_with_text(encoded.getvalue(), text))
   else:
     rgb = to_uint8(rgb)
     if alpha is not None:
@@ -611,9 +636,10 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
     else:
       image = Image.fromarray(rgb)
     options = {} if dpi is None else {'dpi': dpi}
-    if software is not None:
+    if text:
       options['pnginfo'] = PngImagePlugin.PngInfo()
-      options['pnginfo'].add_text('Software', software)
+      for key, value in text.items():
+        options['pnginfo'].add_text(key, value)
     encode = lambda f: image.save(f, format='PNG', compress_level=compress_level,  # noqa: E731
                                   **options)
   path = os.fspath(path)

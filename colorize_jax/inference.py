@@ -681,7 +681,8 @@ class Colorizer:
       try:
         images.save_png(self._finish(l, ab_small, placement, saturation), job.destination,
                         alpha, compress_level=png_compress_level, bit_depth=bit_depth,
-                        dpi=dpi, software=images.SOFTWARE)
+                        dpi=dpi, software=images.SOFTWARE,
+                        source=images.source_id(job.source))
       except OSError as e:
         return job, f'{job.destination}: cannot write: {e}'
       except ValueError as e:   # one image's failure (NaN colours, say) is that image's only

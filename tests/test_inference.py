@@ -508,6 +508,29 @@ def test_cli_keeps_existing_outputs_unless_told_to_overwrite(workdir, tmp_path, 
   assert (out / 'b.png').read_bytes() == written
 
 
+def test_cli_never_takes_another_photos_colorization_for_this_ones(workdir, tmp_path, capsys):
+  """Two cards' IMG_0001.JPG (other photos, one name) colorized into one --out: the second
+  is reported as not done (exit 1), not 'kept' with exit 0, and --overwrite does not
+  replace the first card's colorization with it; the same photo's rerun is kept."""
+  out = tmp_path / 'col'
+  for card, seed in (('card1', 1), ('card2', 2)):
+    (tmp_path / card).mkdir()
+    Image.fromarray(photo(20, 20, seed=seed)).save(tmp_path / card / 'IMG_0001.JPG')
+  first = [str(tmp_path / 'card1'), '--out', str(out), '--no-progress']
+  assert cli.colorize(run_flags(workdir), first) == 0
+  made = (out / 'IMG_0001.png').read_bytes()
+  assert images.colorized_source(out / 'IMG_0001.png') == images.source_id(
+      tmp_path / 'card1' / 'IMG_0001.JPG')
+  capsys.readouterr()
+  for extra in ([], ['--overwrite']):
+    assert cli.colorize(run_flags(workdir), [str(tmp_path / 'card2'), '--out', str(out),
+                                             '--no-progress'] + extra) == 1
+    assert 'colorization of another photo' in capsys.readouterr().err
+    assert (out / 'IMG_0001.png').read_bytes() == made
+  assert cli.colorize(run_flags(workdir), first) == 0   # the same photo: kept
+  assert 'nothing to do' in capsys.readouterr().out
+
+
 def test_cli_colorizes_into_the_folder_of_named_photos_without_harm(workdir, tmp_path, capsys):
   """Files or a pattern of a folder colorized into that folder: each photo gets its PNG
   beside it, and a photo of the user's that has the output's name is kept, --overwrite or
