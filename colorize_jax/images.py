@@ -239,10 +239,10 @@ def _to_srgb(img: Image.Image) -> Image.Image:
   except (OSError, ImageCms.PyCMSError) as e:
     warnings.warn(f'ignoring an unreadable ICC profile ({e}); pixels taken as sRGB')
     return img
-  if 'srgb' in name.lower().replace(' ', ''):
-    return img
   if img.mode in ('P', 'PA', '1'):   # the profile describes the palette's colours (or gray)
     img = img.convert('L' if img.mode == '1' else 'RGBA' if has_alpha(img) else 'RGB')
+  if img.mode in ('L', 'RGB', 'RGBA', 'LA') and _means_srgb(source, img.mode):
+    return img   # sRGB already (by what it does, not its name: 'Linear sRGB' is none)
   if img.mode not in _ICC_OUTPUT_MODES:
     warnings.warn(f'the ICC profile {name!r} of a {img.mode} image is not applied (LittleCMS '
                   'converts 8-bit images only here); pixels taken as sRGB')
@@ -252,6 +252,23 @@ def _to_srgb(img: Image.Image) -> Image.Image:
     rgb.putalpha(img.getchannel('A'))
     return rgb
   return _to_srgb_via(img, source, _ICC_OUTPUT_MODES[img.mode])
+
+
+def _means_srgb(source: ImageCms.ImageCmsProfile, mode: str) -> bool:
+  """Whether converting `mode` pixels from `source` to sRGB changes no probe colour by
+  more than one level (then the conversion, and its rounding, is skipped)."""
+  levels = np.arange(0, 256, 17, dtype=np.uint8)
+  if mode in ('L', 'LA'):
+    probe = Image.fromarray(levels[None], 'L')
+    want = np.repeat(levels[None, :, None], 3, axis=-1)
+  else:
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing='ij'), -1).reshape(1, -1, 3)
+    probe, want = Image.fromarray(grid, 'RGB'), grid
+  try:
+    got = np.asarray(ImageCms.profileToProfile(probe, source, _SRGB_PROFILE, outputMode='RGB'))
+  except ImageCms.PyCMSError:
+    return False
+  return int(np.abs(got.astype(int) - want.astype(int)).max()) <= 1
 
 
 def _to_srgb_via(img: Image.Image, source: ImageCms.ImageCmsProfile, mode: str) -> Image.Image:

@@ -375,6 +375,11 @@ def test_an_embedded_icc_profile_is_applied_before_the_lightness_is_taken():
     assert np.abs(got[0] - want).max() < (1.0 if fmt == 'JPEG' else 0.7), fmt
   plain = _lightness(images.load_picture(_saved(gray)))[0]
   assert np.abs(plain - want).max() > 15   # read as sRGB: far off
+  # A profile is judged by what it does, not by its name: a 'Linear sRGB' one is applied.
+  srgb_d50 = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+  linear_srgb = helpers.icc_profile('RGB', 1.0, srgb_d50, name='GIMP built-in Linear sRGB')
+  got = _lightness(images.load_picture(_saved(gray.convert('RGB'), icc_profile=linear_srgb)))
+  assert np.abs(got[0] - want).max() < 0.7
 
   rgb = np.array([[[128, 100, 90], [90, 120, 100], [200, 180, 150], [90, 90, 140]]], np.uint8)
   adobe = helpers.icc_profile('RGB', helpers.ADOBE_RGB_GAMMA, helpers.ADOBE_RGB_D50,
