@@ -142,6 +142,13 @@ def _dpi(img: Image.Image) -> tuple[float, float] | None:
   return (x, y) if all(1 < v < 1e6 for v in (x, y)) else None
 
 
+def _upright_dpi(img: Image.Image) -> tuple[float, float] | None:
+  """`_dpi` of the image as displayed: a file turned by 90 degrees (EXIF orientation 5-8)
+  has its x and y resolutions swapped too."""
+  dpi = _dpi(img)
+  return (dpi[1], dpi[0]) if dpi is not None and exif_orientation(img) in (5, 6, 7, 8) else dpi
+
+
 def _unpremultiplied(img: Image.Image) -> Image.Image:
   # Pillow converts premultiplied 'La' / 'RGBa' only to their plain-alpha modes.
   return img.convert(img.mode[:-1] + 'A') if img.mode in ('La', 'RGBa') else img
@@ -297,7 +304,7 @@ def picture_from_pil(img: Image.Image) -> Picture:
   Raises:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
-  about = {'dpi': _dpi(img), 'frames': getattr(img, 'n_frames', 1)}
+  about = {'dpi': _upright_dpi(img), 'frames': getattr(img, 'n_frames', 1)}
   img = _to_srgb(_unpremultiplied(ImageOps.exif_transpose(img)))
   if img.mode in _DEEP_GRAY_MODES:
     gray, bit_depth = _deep_gray(img)
@@ -396,7 +403,7 @@ def _deep_colour_picture(img: Image.Image, pixels: np.ndarray) -> Picture:
     warnings.warn('the ICC profile of a 16-bit colour image is not applied (LittleCMS '
                   'converts 8-bit images only here); pixels taken as sRGB')
   return Picture(pixels[..., :3].astype(np.float32) / 65535.0, alpha, bit_depth=16,
-                 dpi=_dpi(img), frames=getattr(img, 'n_frames', 1))
+                 dpi=_upright_dpi(img), frames=getattr(img, 'n_frames', 1))
 
 
 def load_picture(source: Source) -> Picture:

@@ -788,17 +788,23 @@ def test_cli_damaged_checkpoint_leaves_no_output_folder(workdir, tmp_path, capsy
 
 
 def test_a_scans_resolution_is_kept_in_its_png(moderate, tmp_path):
-  """A 600-dpi scan's output records 600 dpi (its print size), 8- and 16-bit alike; a file
-  with no resolution gets none."""
+  """A 600-dpi scan's output records 600 dpi (its print size), 8- and 16-bit alike, upright
+  as displayed; a file with no resolution gets none."""
   folder = tmp_path / 'in'
   folder.mkdir()
   gray = photo(24, 24)[..., 1]
   Image.fromarray(gray).save(folder / 'scan8.jpg', dpi=(600, 600))
   Image.fromarray(gray.astype(np.uint16) * 257).save(folder / 'scan16.png', dpi=(600, 300))
   Image.fromarray(gray).save(folder / 'plain.png')
+  turned = Image.fromarray(photo(24, 30)[..., 0])   # stored on its side (EXIF orientation 6)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  turned.save(folder / 'turned.jpg', dpi=(300, 150), exif=exif)
   jobs, _ = inference.plan_jobs([str(folder)], str(tmp_path / 'out'))
   assert not moderate.colorize_files(jobs, progress=False).failed
-  for name, dpi in (('scan8', (600, 600)), ('scan16', (600, 300)), ('plain', None)):
+  # Turned upright, its x and y resolutions are swapped too (they were kept as stored).
+  for name, dpi in (('scan8', (600, 600)), ('scan16', (600, 300)), ('plain', None),
+                    ('turned', (150, 300))):
     with Image.open(tmp_path / 'out' / f'{name}.png') as img:
       got = img.info.get('dpi')
     assert (got is None if dpi is None else np.allclose(got, dpi, atol=0.1)), (name, got)
