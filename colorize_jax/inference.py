@@ -654,12 +654,16 @@ class Colorizer:
       A `RunSummary`: the written destinations and the failures with reasons.
 
     Raises:
-      OverwriteError: a destination is one of the sources (before anything is read).
+      OverwriteError: before anything is read, if a destination is one of the sources,
+        two jobs share a destination, or a destination exists and is not a colorization
+        of its job's source (a file colorize did not write, another photo's
+        colorization): those are never replaced. Colorizations of the same source are.
     """
     _check_saturation(saturation)
     images.check_png_compress_level(png_compress_level)  # before any file is read
     jobs = [job if isinstance(job, Job) else Job(*map(os.fspath, job)) for job in jobs]
     _refuse_overwrites(jobs)
+    _refuse_replacing_others(jobs)
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
     groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
@@ -811,6 +815,24 @@ def _refuse_overwrites(jobs: Sequence[Job]) -> None:
       raise OverwriteError(
           f'Refusing to write {job.destination}: it is one of the inputs. Choose another --out '
           'folder (inputs are never overwritten).')
+
+
+def _refuse_replacing_others(jobs: Sequence[Job]) -> None:
+  """Raises OverwriteError if two jobs share a destination (one result would be lost), or
+  a destination exists that is not a colorization of its job's source."""
+  seen: dict[str, str] = {}
+  for job in jobs:
+    key = os.path.realpath(job.destination)
+    if key in seen:
+      raise OverwriteError(f'{job.source} and {seen[key]} would both be written to '
+                           f'{job.destination}: give them other destinations.')
+    seen[key] = job.source
+    if os.path.lexists(job.destination) and images.colorized_source(job.destination) not in (
+        '', images.source_id(job.source)):
+      raise OverwriteError(
+          f'Refusing to write {job.destination}: it exists and is not a colorization of '
+          f'{job.source} (a file colorize did not write, or another photo\'s colorization). '
+          'Move it, or choose another destination.')
 
 
 def _has_glob(text: str) -> bool:

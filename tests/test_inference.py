@@ -724,7 +724,8 @@ def test_plan_jobs_lists_a_folder_once_whatever_links_loop_back(tmp_path):
 
 def test_colorize_files_takes_pairs_and_never_writes_over_a_source(moderate, tmp_path):
   """The API takes (source, destination) pairs as its docstring says, and refuses a job
-  that would replace an input before anything is read or written."""
+  that would replace an input, a file colorize did not write or another photo's
+  colorization, or two jobs into one file, before anything is read or written."""
   source = tmp_path / 'x.png'
   Image.fromarray(photo(20, 20)).save(source)
   before = source.read_bytes()
@@ -737,6 +738,24 @@ def test_colorize_files_takes_pairs_and_never_writes_over_a_source(moderate, tmp
     with pytest.raises(inference.OverwriteError, match='one of the inputs'):
       moderate.colorize_files(jobs, progress=False)
   assert source.read_bytes() == before and not (tmp_path / 'y.png').exists()
+  # Nor over a file colorize did not write, nor two results into one file (one was lost);
+  # its own colorization of the same photo it replaces.
+  precious = tmp_path / 'precious.png'
+  Image.fromarray(photo(8, 8, seed=9)).save(precious)
+  kept = precious.read_bytes()
+  other = tmp_path / 'other.png'
+  Image.fromarray(photo(20, 20, seed=5)).save(other)
+  for jobs, match in (([(str(source), str(precious))], 'not a colorization of'),
+                      ([(str(source), str(tmp_path / 'o.png')),
+                        (str(other), str(tmp_path / 'o.png'))], 'would both be written')):
+    with pytest.raises(inference.OverwriteError, match=match):
+      moderate.colorize_files(jobs, progress=False)
+  assert precious.read_bytes() == kept and not (tmp_path / 'o.png').exists()
+  again = moderate.colorize_files([(str(source), str(tmp_path / 'out' / 'x.png'))],
+                                  progress=False)
+  assert again.written == [str(tmp_path / 'out' / 'x.png')]
+  with pytest.raises(inference.OverwriteError, match="another photo's colorization"):
+    moderate.colorize_files([(str(other), str(tmp_path / 'out' / 'x.png'))], progress=False)
 
 
 def test_cli_sigterm_stops_with_complete_files_and_a_rerun_hint(workdir, tmp_path, capsys,
