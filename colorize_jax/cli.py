@@ -109,6 +109,7 @@ def train(flags, args) -> int:
 _OWN_OPTIONS = ('colorize', 'evaluate', 'select', 'bench', 'turing', 'turing-report')
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 _HELP_FLAGS = ('-h', '--help', '-?', '--helpshort', '--helpfull')
+_KEPT_LISTED = 10   # colorize names this many kept outputs, then counts the rest
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -302,8 +303,12 @@ def colorize(flags, args) -> int:
             'of another photo: it is never replaced; choose another --out', file=sys.stderr)
     elif not opts.overwrite:
       kept.append(job)
-      print(f'kept: {job.destination} exists (--overwrite replaces it); {job.source} left out',
-            file=sys.stderr)
+      if len(kept) <= _KEPT_LISTED:   # a rerun of a big folder would list thousands
+        print(f'kept: {job.destination} exists (--overwrite replaces it); {job.source} left '
+              'out', file=sys.stderr)
+  if len(kept) > _KEPT_LISTED:
+    print(f'kept: {len(kept) - _KEPT_LISTED} more outputs that exist (--overwrite replaces '
+          'them)', file=sys.stderr)
   left_out = {id(job) for job in kept + foreign}
   jobs = [job for job in jobs if id(job) not in left_out]
   if not jobs:

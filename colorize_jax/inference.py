@@ -88,6 +88,7 @@ NETS = ('generator', 'discriminator')
 ASPECT_MODES = ('stretch', 'pad')
 UPSAMPLE_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC}
 
+_MAX_NAME_BYTES = 255   # a file name's limit on Linux, macOS and Windows file systems
 # Flattened-pixel chunk sizes: a handful of compiled shapes for all image sizes.
 _PIXEL_CHUNKS = (1 << 12, 1 << 15, 1 << 18)
 # No sRGB colour has a CIELAB chroma above 133.8 (pure blue): the gamut fit searches below
@@ -897,7 +898,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
 
   Returns:
     (jobs, missing): the jobs in input order, and (input, reason) for inputs
-    that matched nothing.
+    that matched nothing or whose output name would be too long for a file system.
 
   Raises:
     OverwriteError: an output would replace one of the inputs, or an input folder
@@ -969,6 +970,15 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   base = os.path.commonpath([root for _, root in unique])
   relative = [os.path.relpath(os.path.abspath(path), base) for path, _ in unique]
   names = _output_names(relative)
-  jobs = [Job(path, os.path.join(out_dir, name)) for (path, _), name in zip(unique, names)]
+  jobs = []
+  for (path, _), name in zip(unique, names):
+    # Found now, not after the model ran: a name the file system cannot hold (two long
+    # names that clash get their full names, with '.png' on top).
+    too_long = max(len(os.fsencode(part)) for part in name.split(os.sep)) > _MAX_NAME_BYTES
+    if too_long:
+      missing.append((path, f'its output name {name!r} is longer than {_MAX_NAME_BYTES} '
+                            'bytes; rename the photo'))
+    else:
+      jobs.append(Job(path, os.path.join(out_dir, name)))
   _refuse_overwrites(jobs)
   return jobs, missing

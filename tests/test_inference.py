@@ -531,6 +531,21 @@ def test_cli_never_takes_another_photos_colorization_for_this_ones(workdir, tmp_
   assert 'nothing to do' in capsys.readouterr().out
 
 
+def test_cli_rerun_names_a_few_kept_outputs_and_counts_the_rest(workdir, tmp_path, capsys):
+  """A rerun over a big finished folder lists ten kept outputs and counts the others (it
+  printed one line per file: thousands)."""
+  folder, out = tmp_path / 'in', tmp_path / 'out'
+  folder.mkdir()
+  for i in range(13):
+    Image.fromarray(photo(8, 8, seed=i)).save(folder / f'p{i:02d}.png')
+  args = [str(folder), '--out', str(out), '--no-progress']
+  assert cli.colorize(run_flags(workdir), args) == 0
+  capsys.readouterr()
+  assert cli.colorize(run_flags(workdir), args) == 0
+  err = capsys.readouterr().err
+  assert err.count('kept: ') == 11 and 'kept: 3 more outputs that exist' in err
+
+
 def test_cli_colorizes_into_the_folder_of_named_photos_without_harm(workdir, tmp_path, capsys):
   """Files or a pattern of a folder colorized into that folder: each photo gets its PNG
   beside it, and a photo of the user's that has the output's name is kept, --overwrite or
@@ -705,6 +720,20 @@ def test_plan_jobs_never_reads_its_own_outputs(tmp_path):
   jobs, _ = inference.plan_jobs([str(folder)], str(tmp_path / 'other'))
   assert sorted(os.path.relpath(j.source, folder) for j in jobs) == [
       os.path.join('col', 'x.png'), os.path.join('old', 'z.png'), 'x.jpg']
+
+
+def test_plan_jobs_reports_output_names_too_long_before_the_model_runs(tmp_path):
+  """Two 249-byte names that clash get their full names ('x...x.jpg.png', 257 bytes): they
+  are reported at once as inputs not done (they failed only after the model ran)."""
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  stem = 'x' * 249
+  for ext in ('jpg', 'png'):
+    Image.fromarray(photo(8, 8)).save(folder / f'{stem}.{ext}')
+  Image.fromarray(photo(8, 8)).save(folder / 'short.jpg')
+  jobs, missing = inference.plan_jobs([str(folder)], str(tmp_path / 'out'))
+  assert [os.path.basename(j.source) for j in jobs] == ['short.jpg']
+  assert len(missing) == 2 and all('longer than 255 bytes' in why for _, why in missing)
 
 
 def test_plan_jobs_lists_a_folder_once_whatever_links_loop_back(tmp_path):
