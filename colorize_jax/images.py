@@ -279,9 +279,19 @@ def _means_srgb(source: ImageCms.ImageCmsProfile, mode: str) -> bool:
 
 
 def _to_srgb_via(img: Image.Image, source: ImageCms.ImageCmsProfile, mode: str) -> Image.Image:
+  intent = ImageCms.getDefaultIntent(source)
   try:
+    if img.mode == 'L':
+      # Gray (most black-and-white scans) through an exact 256-entry table: LittleCMS's
+      # optimised 8-bit transform is up to 4.5 L off in a linear scan's deepest shadows,
+      # and its exact one 10x slower per pixel.
+      ramp = Image.fromarray(np.arange(256, dtype=np.uint8)[None], 'L')
+      table = np.asarray(ImageCms.profileToProfile(
+          ramp, source, _SRGB_PROFILE, outputMode='RGB', renderingIntent=intent,
+          flags=ImageCms.Flags.NOOPTIMIZE))[0]
+      return Image.merge('RGB', [img.point(table[:, c].tolist()) for c in range(3)])
     return ImageCms.profileToProfile(img, source, _SRGB_PROFILE, outputMode=mode,
-                                     renderingIntent=ImageCms.getDefaultIntent(source))
+                                     renderingIntent=intent)
   except ImageCms.PyCMSError as e:   # a profile of another colour space than the pixels
     warnings.warn(f'cannot apply the ICC profile ({e}); pixels taken as sRGB')
     return img
