@@ -3,7 +3,6 @@
 import argparse
 import contextlib
 import logging as std_logging
-import math
 import os
 import signal
 import sys
@@ -260,13 +259,14 @@ def colorize(flags, args) -> int:
   if flags.workdir is None:
     print('error: colorize needs --workdir (the training run)', file=sys.stderr)
     return EXIT_USAGE
-  if not (math.isfinite(opts.saturation) and 0 <= opts.saturation <= 1000):
-    print(f'error: --saturation must be a number in [0, 1000] (1000 puts every colour at '
-          f'the gamut\'s edge), got {opts.saturation}', file=sys.stderr)
-    return EXIT_USAGE
   setup_runtime()
   from colorize_jax import files  # pylint: disable=g-import-not-at-top
   from colorize_jax import inference  # pylint: disable=g-import-not-at-top
+  try:
+    inference.check_saturation(opts.saturation)
+  except ValueError as e:
+    print(f'error: --{e}', file=sys.stderr)
+    return EXIT_USAGE
   try:
     jobs, missing = inference.plan_jobs(opts.inputs, opts.out)
   except inference.OverwriteError as e:
@@ -285,19 +285,17 @@ def colorize(flags, args) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
-  from colorize_jax import images  # pylint: disable=g-import-not-at-top
-  kept, foreign = [], []   # outputs there already; files there that colorize did not write
+  kept, foreign = [], []   # outputs there already; what may not be written over
   for job in jobs:
-    if not os.path.lexists(job.destination):
+    holds = inference.destination_holds(job)
+    if holds == 'nothing':
       continue
-    made_from = images.colorized_source(job.destination)
-    if made_from is None:
+    if holds == 'a file colorize did not write':
       foreign.append(job)
       print(f'not colorized: {job.source}: its output {job.destination} exists and colorize '
             'did not write it (a photo of yours, or an output of a version that did not mark '
             'them): it is never replaced; move it, or choose another --out', file=sys.stderr)
-    elif made_from not in ('', images.source_id(job.source)):
-      # Another photo's colorization under this name (cameras repeat IMG_0001.JPG).
+    elif holds == 'another colorization':   # cameras repeat names: IMG_0001.JPG
       foreign.append(job)
       print(f'not colorized: {job.source}: its output {job.destination} is the colorization '
             'of another photo: it is never replaced; choose another --out', file=sys.stderr)

@@ -943,8 +943,7 @@ def default_out_dir(workdirs: Sequence[str], metric: str) -> str:
   except (OSError, ValueError, KeyError, TypeError, AttributeError):
     return out_dir   # none there (or unreadable: replaced as before)
   if listed and listed != runs:
-    digest = hashlib.sha256('\0'.join(runs).encode('utf-8', 'surrogateescape')).hexdigest()
-    out_dir += '-' + digest[:8]
+    out_dir += '-' + _sha('\0'.join(runs), 8)
   return out_dir
 
 

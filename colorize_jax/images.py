@@ -539,7 +539,7 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 # into a file 40-60% larger.
 PNG_COMPRESS_LEVEL = 6
 SOFTWARE = 'colorize_jax'   # the 'Software' text of every colorization (`is_colorized_output`)
-_MAX_NAME_BYTES = 255   # a file name's limit on Linux, macOS and Windows file systems
+MAX_NAME_BYTES = 255   # a file name's limit on Linux, macOS and Windows file systems
 
 
 def check_png_compress_level(level: int) -> None:
@@ -681,7 +681,7 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
   os.makedirs(folder or '.', exist_ok=True)
   # A unique name: concurrent writers of the same path never share a temporary file. The
   # name is cut so that it stays within the 255-byte limit wherever `name` fits.
-  stem = os.fsdecode(os.fsencode(name)[:_MAX_NAME_BYTES - 18])
+  stem = os.fsdecode(os.fsencode(name)[:MAX_NAME_BYTES - 18])
   tmp = os.path.join(folder, f'.{stem}.{uuid.uuid4().hex[:12]}.tmp')
   try:
     with open(tmp, 'xb') as f:

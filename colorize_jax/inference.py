@@ -88,7 +88,6 @@ NETS = ('generator', 'discriminator')
 ASPECT_MODES = ('stretch', 'pad')
 UPSAMPLE_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC}
 
-_MAX_NAME_BYTES = 255   # a file name's limit on Linux, macOS and Windows file systems
 # Flattened-pixel chunk sizes: a handful of compiled shapes for all image sizes.
 _PIXEL_CHUNKS = (1 << 12, 1 << 15, 1 << 18)
 # No sRGB colour has a CIELAB chroma above 133.8 (pure blue): the gamut fit searches below
@@ -616,7 +615,7 @@ class Colorizer:
       [H, W, 3] (also for [H, W] inputs) or [H, W, 4]. The output's CIELAB L
       is the input's (up to the output dtype's rounding).
     """
-    _check_saturation(saturation)
+    check_saturation(saturation)
     if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim != 4):
       # Iterating one image would colorize its rows as images.
       raise ValueError('colorize_batch takes a sequence of images (a list, or an array '
@@ -660,7 +659,7 @@ class Colorizer:
         of its job's source (a file colorize did not write, another photo's
         colorization): those are never replaced. Colorizations of the same source are.
     """
-    _check_saturation(saturation)
+    check_saturation(saturation)
     images.check_png_compress_level(png_compress_level)  # before any file is read
     jobs = [job if isinstance(job, Job) else Job(*map(os.fspath, job)) for job in jobs]
     _refuse_overwrites(jobs)
@@ -776,10 +775,12 @@ def _is_a(kind: type, value: Any) -> bool:
 MAX_SATURATION = 1000.0
 
 
-def _check_saturation(saturation: float) -> None:
+def check_saturation(saturation: float) -> None:
+  """Raises ValueError unless `saturation` is a real number in [0, MAX_SATURATION]."""
   if not _is_a(numbers.Real, saturation) or not (
       np.isfinite(saturation) and 0 <= saturation <= MAX_SATURATION):
-    raise ValueError(f'saturation must be a number in [0, {MAX_SATURATION:g}], got '
+    raise ValueError(f'saturation must be a number in [0, {MAX_SATURATION:g}] (at '
+                     f'{MAX_SATURATION:g} every colour is at the gamut\'s edge), got '
                      f'{saturation!r}')
 
 
@@ -818,9 +819,22 @@ def _refuse_overwrites(jobs: Sequence[Job]) -> None:
           'folder (inputs are never overwritten).')
 
 
+def destination_holds(job: Job) -> str:
+  """What is at a job's destination: 'nothing', 'its colorization' (of this job's source;
+  also a colorization that recorded no source), 'another colorization' (of another photo)
+  or 'a file colorize did not write'. Only the first two may be written over."""
+  if not os.path.lexists(job.destination):
+    return 'nothing'
+  made_from = images.colorized_source(job.destination)
+  if made_from is None:
+    return 'a file colorize did not write'
+  return ('its colorization' if made_from in ('', images.source_id(job.source))
+          else 'another colorization')
+
+
 def _refuse_replacing_others(jobs: Sequence[Job]) -> None:
   """Raises OverwriteError if two jobs share a destination (one result would be lost), or
-  a destination exists that is not a colorization of its job's source."""
+  a destination holds what may not be written over (`destination_holds`)."""
   seen: dict[str, str] = {}
   for job in jobs:
     key = os.path.realpath(job.destination)
@@ -828,8 +842,7 @@ def _refuse_replacing_others(jobs: Sequence[Job]) -> None:
       raise OverwriteError(f'{job.source} and {seen[key]} would both be written to '
                            f'{job.destination}: give them other destinations.')
     seen[key] = job.source
-    if os.path.lexists(job.destination) and images.colorized_source(job.destination) not in (
-        '', images.source_id(job.source)):
+    if destination_holds(job) not in ('nothing', 'its colorization'):
       raise OverwriteError(
           f'Refusing to write {job.destination}: it exists and is not a colorization of '
           f'{job.source} (a file colorize did not write, or another photo\'s colorization). '
@@ -974,10 +987,10 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
   for (path, _), name in zip(unique, names):
     # Found now, not after the model ran: a name the file system cannot hold (two long
     # names that clash get their full names, with '.png' on top).
-    too_long = max(len(os.fsencode(part)) for part in name.split(os.sep)) > _MAX_NAME_BYTES
-    if too_long:
-      missing.append((path, f'its output name {name!r} is longer than {_MAX_NAME_BYTES} '
-                            'bytes; rename the photo'))
+    limit = images.MAX_NAME_BYTES
+    if max(len(os.fsencode(part)) for part in name.split(os.sep)) > limit:
+      missing.append((path, f'its output name {name!r} is longer than {limit} bytes; rename '
+                            'the photo'))
     else:
       jobs.append(Job(path, os.path.join(out_dir, name)))
   _refuse_overwrites(jobs)
