@@ -147,20 +147,11 @@ def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
-def data_signature(splits: input_pipeline.Splits) -> str:
-  """16 hex digits naming which images are trained and validated on, in which order."""
-  digest = hashlib.sha256()
-  for image_set in (splits.train, splits.val):
-    for name in image_set.names:
-      digest.update(os.fsencode(name) + b'\0')
-    digest.update(b'\1')
-  return digest.hexdigest()[:16]
-
-
-def data_files_signature(splits: input_pipeline.Splits) -> str:
-  """16 hex digits naming the images and their sizes in bytes (`data_signature` names
-  the images only): a photo replaced by another of the same name changes it."""
-  digest = hashlib.sha256()
+def data_signatures(splits: input_pipeline.Splits) -> dict[str, str]:
+  """What a checkpoint records of its data, as 16 hex digits each: 'data' names which
+  images are trained and validated on, in which order; 'data_files' their names and
+  sizes in bytes too (a photo replaced by another of the same name changes it)."""
+  names, files_ = hashlib.sha256(), hashlib.sha256()
   for image_set in (splits.train, splits.val):
     for i, name in enumerate(image_set.names):
       if image_set.paths is not None:
@@ -169,9 +160,11 @@ def data_files_signature(splits: input_pipeline.Splits) -> str:
         size = len(image_set.blobs[i])
       else:
         size = image_set.pixels[i].nbytes
-      digest.update(os.fsencode(name) + b'\0' + str(size).encode() + b'\0')
-    digest.update(b'\1')
-  return digest.hexdigest()[:16]
+      names.update(os.fsencode(name) + b'\0')
+      files_.update(os.fsencode(name) + b'\0' + str(size).encode() + b'\0')
+    names.update(b'\1')
+    files_.update(b'\1')
+  return {'data': names.hexdigest()[:16], 'data_files': files_.hexdigest()[:16]}
 
 
 def _check_resumable(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
@@ -387,6 +380,7 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
     _check_resumable(workdir, config)
   splits = input_pipeline.build_splits(config.data)
   steps_per_epoch = input_pipeline.steps_per_epoch(splits, config.batch_size)
+  signatures = data_signatures(splits)   # checked on resume, recorded in every checkpoint
   if not steps_per_epoch:
     raise ValueError(
         f'An epoch ({splits.train_epoch_size} training images) is smaller than one batch '
@@ -408,12 +402,12 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
       raise ValueError(
           f'{workdir} was trained with {meta["steps_per_epoch"]} steps per epoch, this config '
           f'gives {steps_per_epoch} (the dataset or batch size changed); use a new --workdir.')
-    if meta.get('data') not in (None, data_signature(splits)):   # None: saved before it
+    if meta.get('data') not in (None, signatures['data']):   # None: saved before it
       raise ValueError(
           f'The images of {workdir} changed since it was trained (files added, removed or '
           f'renamed: now {splits.num_train} train / {splits.num_val} val): resuming would '
           'train on other photos in another order. Restore them, or use a new --workdir.')
-    if meta.get('data_files') not in (None, data_files_signature(splits)):
+    if meta.get('data_files') not in (None, signatures['data_files']):
       raise ValueError(
           f'Images of {workdir} were replaced since it was trained (the same names, files '
           'of other sizes): resuming would train on other photos. Restore them, or use a '
@@ -437,8 +431,8 @@ def _resume_and_train(config: ml_collections.ConfigDict, workdir: epath.Path,
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() != 0, asynchronous=True)
   try:
-    return _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
-                       steps_per_epoch)
+    return _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, signatures, state,
+                       meta, steps_per_epoch)
   finally:
     writer.close()
 
@@ -480,17 +474,15 @@ def drop_events_after(workdir: epath.PathLike, step: int) -> int:
   return dropped
 
 
-def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, state, meta,
+def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, signatures, state, meta,
                 steps_per_epoch) -> steps.GANState:
   """Epochs from `state` to config.num_epochs; see `train_and_evaluate`."""
   total_steps = steps_per_epoch * config.num_epochs
   replicated = parallel.replicated(mesh)
-  data, data_files = data_signature(splits), data_files_signature(splits)
-
   def meta_of(epoch: int, epoch_end: bool, **more) -> dict[str, Any]:
     """A checkpoint's meta: `epoch` epochs done, saved at an epoch's end or not."""
     return {'epoch': epoch, 'epoch_end': epoch_end, 'steps_per_epoch': steps_per_epoch,
-            'data': data, 'data_files': data_files, **more}
+            **signatures, **more}
 
   train_step = steps.compile_train_step(
       gan, in_shardings=(replicated, parallel.batch_sharded(mesh)),
