@@ -219,10 +219,11 @@ def colorize(flags, args) -> int:
 
   Exit code: 0 every output written or already there (a rerun of a finished or
   interrupted run); 1 some inputs were unreadable or missing, or their output's
-  name is taken by a file colorize did not write (the others are written); 2
-  nothing done (bad options, no checkpoint, no inputs, an --out that cannot be
-  written, --out would overwrite an input); 128 + signal number when stopped by
-  SIGINT / SIGTERM (what was written is complete: a rerun finishes the rest).
+  name is taken by a file colorize did not write, another photo's colorization or one
+  edited since (the others are written); 2 nothing done (bad options, no checkpoint, no
+  inputs, an --out that cannot be written, --out would overwrite an input); 128 + signal
+  number when stopped by SIGINT / SIGTERM (what was written is complete: a rerun
+  finishes the rest).
   """
   parser = argparse.ArgumentParser(
       prog='launch.py colorize --workdir RUN',
@@ -231,10 +232,10 @@ def colorize(flags, args) -> int:
       'Writes OUT/<path relative to the inputs>.png; inputs are never overwritten, and '
       'existing files only with --overwrite, if colorize wrote them.',
       epilog='Exit status: 0 every output written or already there; 1 some inputs unreadable '
-      'or missing, or their output name taken by a file colorize did not write (the rest are '
-      'written); 2 nothing done (bad options, no checkpoint, no '
-      'inputs, an --out that cannot be written, --out would overwrite an input); 130 / 143 '
-      'stopped by SIGINT / SIGTERM (rerun to finish).')
+      'or missing, or their output name taken by a file colorize did not write, another '
+      'photo\'s colorization or one edited since (the rest are written); 2 nothing done '
+      '(bad options, no checkpoint, no inputs, an --out that cannot be written, --out '
+      'would overwrite an input); 130 / 143 stopped by SIGINT / SIGTERM (rerun to finish).')
   parser.add_argument('inputs', nargs='+', metavar='INPUT', help='files, folders, globs')
   parser.add_argument('--out', required=True, help='output folder')
   _step_options(parser)
@@ -299,6 +300,11 @@ def colorize(flags, args) -> int:
       foreign.append(job)
       print(f'not colorized: {job.source}: its output {job.destination} is the colorization '
             'of another photo: it is never replaced; choose another --out', file=sys.stderr)
+    elif holds == 'an edited colorization':   # an editor that keeps PNG text kept the mark
+      foreign.append(job)
+      print(f'not colorized: {job.source}: its output {job.destination} was edited since '
+            'colorize wrote it: it is never replaced; move it, or choose another --out',
+            file=sys.stderr)
     elif not opts.overwrite:
       kept.append(job)
       if len(kept) <= _KEPT_LISTED:   # a rerun of a big folder would list thousands

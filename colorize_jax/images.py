@@ -36,7 +36,7 @@ import io
 import os
 import uuid
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import png
@@ -44,7 +44,6 @@ from PIL import ExifTags
 from PIL import Image
 from PIL import ImageCms
 from PIL import ImageOps
-from PIL import PngImagePlugin
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
 
@@ -559,6 +558,7 @@ def to_uint16(x: np.ndarray) -> np.ndarray:
 
 
 SOURCE_KEY = 'colorize_jax source'   # PNG text: which photo a colorization was made from
+PIXELS_KEY = 'colorize_jax pixels'   # PNG text: a digest of the pixel data as written
 
 
 def source_id(path: str | os.PathLike) -> str:
@@ -587,9 +587,35 @@ def is_colorized_output(path: str | os.PathLike) -> bool:
   return colorized_source(path) is not None
 
 
+def _pixel_digest(chunks: Iterable[tuple[bytes, bytes]]) -> str:
+  """16 hex digits of the SHA-256 of a PNG's (type, data) chunks' IDAT data."""
+  digest = hashlib.sha256()
+  for kind, data in chunks:
+    if kind == b'IDAT':
+      digest.update(data)
+  return digest.hexdigest()[:16]
+
+
+def was_edited(path: str | os.PathLike) -> bool:
+  """Whether `path`, a colorization (`colorized_source` is not None), holds other pixels
+  than colorize wrote (an editor that keeps PNG text kept the mark). False for one that
+  recorded no digest (earlier versions) and for a damaged file (it cannot be read to
+  its end): only a whole file that differs is an edit."""
+  with Image.open(path) as img:
+    recorded = img.info.get(PIXELS_KEY)
+  if recorded is None:
+    return False
+  try:
+    return _pixel_digest(png.Reader(filename=os.fspath(path)).chunks()) != recorded
+  except (png.Error, OSError, EOFError, ValueError):
+    return False
+
+
 def _png_with_text(encoded: bytes, text: dict[str, str]) -> bytes:
-  """A PNG file's bytes with tEXt chunks key=value inserted before its pixel data."""
+  """A PNG file's bytes with tEXt chunks key=value, and `PIXELS_KEY` = the digest of its
+  pixel data, inserted before its pixel data."""
   chunks = list(png.Reader(bytes=encoded).chunks())
+  text = {**text, PIXELS_KEY: _pixel_digest(chunks)}
   first_idat = next(i for i, (kind, _) in enumerate(chunks) if kind == b'IDAT')
   chunks[first_idat:first_idat] = [
       (b'tEXt', key.encode('latin-1') + b'\0' + value.encode('latin-1'))
@@ -619,7 +645,8 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
     dpi: (x, y) dots per inch to record (PNG's pHYs chunk, in whole dots per metre),
       e.g. the scan's `Picture.dpi`; None records none.
     software: recorded as the PNG's 'Software' text (`SOFTWARE` marks a colorization,
-      see `is_colorized_output`); None records none.
+      see `is_colorized_output`), with a digest of the pixel data (`was_edited`); None
+      records neither.
     source: with `software`, the `source_id` of the photo it was made from (recorded as
       `SOURCE_KEY` text, see `colorized_source`).
 
@@ -652,13 +679,7 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
     writer = png.Writer(width, height, greyscale=False, alpha=channels == 4, bitdepth=16,
                         compression=compress_level, **per_metre)
 
-    def encode(f):
-      if not text:
-        writer.write_array(f, pixels.reshape(-1))
-        return
-      encoded = io.BytesIO()   # pypng writes no text chunks: they are added to its file
-      writer.write_array(encoded, pixels.reshape(-1))
-      f.write(_png_with_text(encoded.getvalue(), text))
+    write_pixels = lambda f: writer.write_array(f, pixels.reshape(-1))  # noqa: E731
   else:
     rgb = to_uint8(rgb)
     if alpha is not None:
@@ -670,12 +691,16 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
     else:
       image = Image.fromarray(rgb)
     options = {} if dpi is None else {'dpi': dpi}
-    if text:
-      options['pnginfo'] = PngImagePlugin.PngInfo()
-      for key, value in text.items():
-        options['pnginfo'].add_text(key, value)
-    encode = lambda f: image.save(f, format='PNG', compress_level=compress_level,  # noqa: E731
-                                  **options)
+    write_pixels = lambda f: image.save(f, format='PNG',  # noqa: E731
+                                        compress_level=compress_level, **options)
+
+  def encode(f):
+    if not text:
+      write_pixels(f)
+      return
+    encoded = io.BytesIO()   # the text goes in once the pixel data it digests is encoded
+    write_pixels(encoded)
+    f.write(_png_with_text(encoded.getvalue(), text))
   path = os.fspath(path)
   folder, name = os.path.split(path)
   os.makedirs(folder or '.', exist_ok=True)

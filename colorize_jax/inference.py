@@ -657,7 +657,8 @@ class Colorizer:
       OverwriteError: before anything is read, if a destination is one of the sources,
         two jobs share a destination, or a destination exists and is not a colorization
         of its job's source (a file colorize did not write, another photo's
-        colorization): those are never replaced. Colorizations of the same source are.
+        colorization, one edited since): those are never replaced. Colorizations of the
+        same source are.
     """
     check_saturation(saturation)
     images.check_png_compress_level(png_compress_level)  # before any file is read
@@ -821,15 +822,17 @@ def _refuse_overwrites(jobs: Sequence[Job]) -> None:
 
 def destination_holds(job: Job) -> str:
   """What is at a job's destination: 'nothing', 'its colorization' (of this job's source;
-  also a colorization that recorded no source), 'another colorization' (of another photo)
-  or 'a file colorize did not write'. Only the first two may be written over."""
+  also a colorization that recorded no source), 'another colorization' (of another photo),
+  'an edited colorization' (its pixels changed since colorize wrote it) or 'a file
+  colorize did not write'. Only the first two may be written over."""
   if not os.path.lexists(job.destination):
     return 'nothing'
   made_from = images.colorized_source(job.destination)
   if made_from is None:
     return 'a file colorize did not write'
-  return ('its colorization' if made_from in ('', images.source_id(job.source))
-          else 'another colorization')
+  if made_from not in ('', images.source_id(job.source)):
+    return 'another colorization'
+  return 'an edited colorization' if images.was_edited(job.destination) else 'its colorization'
 
 
 def _refuse_replacing_others(jobs: Sequence[Job]) -> None:
@@ -845,7 +848,8 @@ def _refuse_replacing_others(jobs: Sequence[Job]) -> None:
     if destination_holds(job) not in ('nothing', 'its colorization'):
       raise OverwriteError(
           f'Refusing to write {job.destination}: it exists and is not a colorization of '
-          f'{job.source} (a file colorize did not write, or another photo\'s colorization). '
+          f'{job.source} (a file colorize did not write, another photo\'s colorization, or '
+          'one edited since). '
           'Move it, or choose another destination.')
 
 

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
+from PIL import PngImagePlugin
 import pytest
 
 from colorize_jax import images
@@ -209,6 +210,33 @@ def test_save_png_16_bit_keeps_every_value(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['rgb.png', 'rgba.png']   # no temporary left
   with pytest.raises(ValueError, match='bit depth'):
     images.save_png(rgb, tmp_path / 'x.png', bit_depth=12)
+
+
+@pytest.mark.parametrize('bit_depth', [8, 16])
+def test_a_colorization_edited_in_a_tool_that_keeps_its_text_is_told_from_it(tmp_path,
+                                                                              bit_depth):
+  """A marked PNG records its pixel data's digest: one whose pixels an editor changed while
+  keeping the text (Pillow copies it) is `was_edited`; the file as written, a damaged
+  (cut) one and one saved without a mark are not."""
+  path = tmp_path / 'c.png'
+  images.save_png(np.full((6, 5, 3), 0.4), path, bit_depth=bit_depth,
+                  software=images.SOFTWARE, source='0123456789abcdef')
+  assert images.colorized_source(path) == '0123456789abcdef'
+  assert not images.was_edited(path)
+  with Image.open(path) as img:
+    text = dict(img.text)
+    edited = img.convert('RGB')
+  edited.putpixel((0, 0), (255, 0, 0))
+  info = PngImagePlugin.PngInfo()
+  for key, value in text.items():
+    info.add_text(key, value)
+  edited.save(tmp_path / 'e.png', pnginfo=info)
+  assert images.colorized_source(tmp_path / 'e.png') == '0123456789abcdef'
+  assert images.was_edited(tmp_path / 'e.png')
+  (tmp_path / 'cut.png').write_bytes(path.read_bytes()[:-20])
+  assert not images.was_edited(tmp_path / 'cut.png')
+  images.save_png(np.full((6, 5, 3), 0.4), tmp_path / 'plain.png', bit_depth=bit_depth)
+  assert images.colorized_source(tmp_path / 'plain.png') is None
 
 
 @pytest.mark.parametrize('values,expected,depth', [

@@ -14,6 +14,7 @@ import types
 import jax
 import numpy as np
 from PIL import Image
+from PIL import PngImagePlugin
 import pytest
 
 from colorize_jax import checkpoints
@@ -529,6 +530,33 @@ def test_cli_never_takes_another_photos_colorization_for_this_ones(workdir, tmp_
     assert (out / 'IMG_0001.png').read_bytes() == made
   assert cli.colorize(run_flags(workdir), first) == 0   # the same photo: kept
   assert 'nothing to do' in capsys.readouterr().out
+
+
+def test_cli_never_replaces_a_colorization_edited_since(workdir, moderate, tmp_path, capsys):
+  """An output retouched in an editor that kept its PNG text (so still marked as this
+  photo's colorization) is not replaced by --overwrite: its input is reported as not
+  done (exit 1); the same output untouched is replaced."""
+  folder, out = tmp_path / 'in', tmp_path / 'out'
+  folder.mkdir()
+  Image.fromarray(photo(20, 20)).save(folder / 'a.jpg')
+  args = [str(folder), '--out', str(out), '--no-progress', '--overwrite']
+  assert cli.colorize(run_flags(workdir), args) == 0
+  assert cli.colorize(run_flags(workdir), args) == 0   # its own output: replaced
+  capsys.readouterr()
+  with Image.open(out / 'a.png') as img:
+    info = PngImagePlugin.PngInfo()
+    for key, value in img.text.items():
+      info.add_text(key, value)
+    retouched = img.convert('RGB')
+  retouched.putpixel((3, 3), (250, 10, 10))
+  retouched.save(out / 'a.png', pnginfo=info)
+  kept = (out / 'a.png').read_bytes()
+  assert cli.colorize(run_flags(workdir), args) == 1
+  assert 'was edited since colorize wrote it' in capsys.readouterr().err
+  assert (out / 'a.png').read_bytes() == kept
+  with pytest.raises(inference.OverwriteError, match='edited since'):
+    moderate.colorize_files([(folder / 'a.jpg', out / 'a.png')], progress=False)
+  assert (out / 'a.png').read_bytes() == kept
 
 
 def test_cli_rerun_names_a_few_kept_outputs_and_counts_the_rest(workdir, tmp_path, capsys):
