@@ -36,7 +36,7 @@ import io
 import os
 import uuid
 import warnings
-from typing import Any, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import numpy as np
 import png
@@ -611,18 +611,16 @@ def was_edited(path: str | os.PathLike) -> bool:
     return False
 
 
-def _png_with_text(encoded: bytes, text: dict[str, str]) -> bytes:
-  """A PNG file's bytes with tEXt chunks key=value, and `PIXELS_KEY` = the digest of its
-  pixel data, inserted before its pixel data."""
+def _write_png_with_text(f: BinaryIO, encoded: bytes, text: dict[str, str]) -> None:
+  """Writes a PNG file's bytes to `f` with tEXt chunks key=value, and `PIXELS_KEY` = the
+  digest of its pixel data, inserted before its pixel data."""
   chunks = list(png.Reader(bytes=encoded).chunks())
   text = {**text, PIXELS_KEY: _pixel_digest(chunks)}
   first_idat = next(i for i, (kind, _) in enumerate(chunks) if kind == b'IDAT')
   chunks[first_idat:first_idat] = [
       (b'tEXt', key.encode('latin-1') + b'\0' + value.encode('latin-1'))
       for key, value in text.items()]
-  out = io.BytesIO()
-  png.write_chunks(out, chunks)
-  return out.getvalue()
+  png.write_chunks(f, chunks)
 
 
 def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None = None,
@@ -700,7 +698,7 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike, alpha: np.ndarray | None 
       return
     encoded = io.BytesIO()   # the text goes in once the pixel data it digests is encoded
     write_pixels(encoded)
-    f.write(_png_with_text(encoded.getvalue(), text))
+    _write_png_with_text(f, encoded.getvalue(), text)
   path = os.fspath(path)
   folder, name = os.path.split(path)
   os.makedirs(folder or '.', exist_ok=True)
