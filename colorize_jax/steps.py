@@ -59,9 +59,9 @@ class GAN:
   discriminator: models.Discriminator
   g_optimizer: optax.GradientTransformation
   d_optimizer: optax.GradientTransformation
-  l1_weight: float = 100.0
-  real_label: float = 0.9
-  d_loss_scale: float = 0.5
+  l1_weight: float      # loss.* of the config (`from_config`)
+  real_label: float
+  d_loss_scale: float
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'GAN':

@@ -50,10 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.l1_weight = 100.0      # pix2pix lambda
   config.loss.real_label = 0.9       # sec. 3: one-sided label smoothing
-  # pix2pix halves D's loss; sec. 3 does not (1.0, experiments/paper.py). D has its own
-  # Adam, which divides by the gradients' running magnitude: a step's updates change only
-  # through Adam's eps, like a rounding difference (tests/test_steps.py); d_loss halves.
-  config.loss.d_loss_scale = 0.5
+  # sec. 3: D's loss is the BCE; pix2pix halves it (0.5). D has its own Adam, which
+  # divides by the gradients' running magnitude: a step's updates change only through
+  # Adam's eps, like a rounding difference (tests/test_steps.py); the logged d_loss halves.
+  config.loss.d_loss_scale = 1.0
 
   config.optim = ml_collections.ConfigDict()
   # sec. 3: Adam for both nets with different learning rates (values not given; the

@@ -69,9 +69,14 @@ def test_generator_loss_is_adversarial_plus_weighted_l1():
   np.testing.assert_allclose(parts['total'], [LOG2 + 10.0, LOG2 + 30.0], rtol=1e-5)
 
 
-@pytest.mark.parametrize('fn', [losses.adversarial_loss])
-def test_losses_are_per_example(fn):
-  """Each example's loss depends only on its own logits (masking padded rows is valid)."""
-  a = fn(_logits(1.0, -3.0), 1.0)
-  b = fn(_logits(1.0, 5.0), 1.0)
+@pytest.mark.parametrize('loss', [
+    lambda second: losses.adversarial_loss(_logits(1.0, second), 1.0),
+    lambda second: losses.l1_loss(jnp.stack([jnp.full((4, 4, 2), 0.2),
+                                             jnp.full((4, 4, 2), second)]),
+                                  jnp.zeros((2, 4, 4, 2))),
+], ids=['adversarial', 'l1'])
+def test_losses_are_per_example(loss):
+  """Each example's loss depends only on its own inputs (masking padded rows is valid)."""
+  a, b = loss(-3.0), loss(5.0)
+  assert a.shape == (2,)
   assert float(a[0]) == float(b[0]) and float(a[1]) != float(b[1])

@@ -263,6 +263,17 @@ def test_frechet_distance_of_known_gaussians():
         pytest.approx(7.0, abs=1e-9))
 
 
+def test_frechet_distance_of_non_commuting_covariances():
+  """For 2x2 covariances Tr sqrt(S1 S2) = sqrt(Tr(S1 S2) + 2 sqrt(det(S1 S2))), so with
+  equal means FID = Tr S1 + Tr S2 - 2 sqrt(10 + 2 sqrt 12) here (S1 S2 is not
+  symmetric: a square root of it taken as if it were is wrong)."""
+  s1, s2 = np.array([[2.0, 1.0], [1.0, 2.0]]), np.diag([1.0, 4.0])
+  expected = 4.0 + 5.0 - 2.0 * np.sqrt(10.0 + 2.0 * np.sqrt(12.0))
+  for method in ('sqrtm', 'eigh'):
+    assert inception.frechet_distance(np.zeros(2), s1, np.zeros(2), s2, method=method) == (
+        pytest.approx(expected, abs=1e-9))
+
+
 def test_fid_self_zero_different_positive_and_order_invariant():
   """FID(X, X) ~ 0, FID(X, Y) > 0, and streaming order/batching does not matter."""
   rng = np.random.default_rng(6)
@@ -318,6 +329,18 @@ def test_inception_score_bounds_and_extremes():
   assert 1.0 < mean < k
   with pytest.raises(ValueError):
     inception.inception_score(probs[:3], splits=10)
+
+
+def test_inception_score_by_hand_on_uneven_parts():
+  """7 predictions in 2 parts (3 and 4): part one has p(y) = (2/3, 1/3) and KLs log 1.5,
+  log 1.5, log 3, so its score is exp(mean KL) = 6.75^(1/3) (not the mean of exp(KL),
+  2.0); part two predicts (1/2, 1/2) throughout, whose own p(y) makes its score 1 (over
+  all seven rows p(y) would differ from each part's)."""
+  probs = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]] + [[0.5, 0.5]] * 4)
+  first = 6.75 ** (1.0 / 3.0)
+  mean, std = inception.inception_score(probs, splits=2)
+  assert mean == pytest.approx((first + 1.0) / 2, abs=1e-12)
+  assert std == pytest.approx((first - 1.0) / 2, abs=1e-12)
 
 
 # ------------------------------------------------------------ InceptionV3

@@ -233,18 +233,18 @@ def test_prepared_generator_gives_the_same_colours_in_no_more_memory(gan):
 
 def test_the_discriminators_loss_scale_only_scales_the_logged_loss(gan, train_step, batch):
   """D has its own Adam, which divides each gradient by its running magnitude: a step with
-  pix2pix's halved D loss (the default) and one with the paper's whole loss move D's
+  pix2pix's halved D loss and one with the paper's whole loss (the default) move D's
   weights alike up to Adam's eps (a tenth of an update at most), leave G's but for a few
   weights whose gradient is near zero, and log d_loss in the ratio of the scales (what
   experiments/default.py says of it; with plain SGD D's updates would halve). Over many
   steps GAN training amplifies such differences, as it does rounding differences."""
   config = tiny_config()
-  config.loss.d_loss_scale = 1.0
-  whole = steps.GAN.from_config(config)
-  assert gan.d_loss_scale == 0.5
+  config.loss.d_loss_scale = 0.5
+  half = steps.GAN.from_config(config)
+  assert gan.d_loss_scale == 1.0
   states = {}
-  for name, g, step in (('half', gan, train_step),
-                        ('whole', whole, steps.compile_train_step(whole))):
+  for name, g, step in (('half', half, steps.compile_train_step(half)),
+                        ('whole', gan, train_step)):
     state, metrics = step(fresh_state(g), batch)
     states[name] = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)])
                     for params in (state.discriminator.params, state.generator.params)]
@@ -253,3 +253,20 @@ def test_the_discriminators_loss_scale_only_scales_the_logged_loss(gan, train_st
   assert np.abs(d_half - d_whole).max() < 0.1 * config.optim.d_learning_rate
   assert np.mean(np.abs(g_half - g_whole) > 1e-5) < 1e-3
   assert loss_whole == pytest.approx(2 * loss_half, rel=1e-4)
+
+
+def test_each_step_draws_new_dropout_masks(batch):
+  """The generator's dropout noise comes from the run's key folded with the step: from
+  the same weights and batch, steps 0 and 1 give different L1 losses (other masks) and
+  step 1 twice the same (masks repeated every step would be no regulariser)."""
+  config = tiny_config()
+  config.model.dropout = 0.5
+  gan = steps.GAN.from_config(config)
+  step = steps.compile_train_step(gan)
+  state = fresh_state(gan)
+  l1 = {}
+  for name, at in (('step0', 0), ('step1', 1), ('step1 again', 1)):
+    fresh = jax.tree.map(jnp.copy, state).replace(step=jnp.asarray(at, state.step.dtype))
+    l1[name] = float(step(fresh, batch)[1]['g_l1'])
+  assert l1['step1'] == l1['step1 again']
+  assert l1['step0'] != l1['step1']
