@@ -225,6 +225,9 @@ def colorize(flags, args) -> int:
   number when stopped by SIGINT / SIGTERM (what was written is complete: a rerun
   finishes the rest).
   """
+  from colorize_jax import files  # pylint: disable=g-import-not-at-top
+  from colorize_jax import images  # pylint: disable=g-import-not-at-top
+  from colorize_jax import inference  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(
       prog='launch.py colorize --workdir RUN',
       description='Colorizes photos of any size: the model colours a render-size copy, its '
@@ -244,12 +247,15 @@ def colorize(flags, args) -> int:
                       'or any multiple of it, e.g. twice it for large photos')
   parser.add_argument('--saturation', type=float, default=1.0,
                       help='factor on the predicted colours (ab); 1 = as predicted')
-  parser.add_argument('--batch-size', type=_positive, default=8,
+  parser.add_argument('--batch-size', type=_positive, default=inference.BATCH_SIZE,
                       help='render-size images per generator call')
-  parser.add_argument('--aspect', choices=('stretch', 'pad'), default='stretch',
-                      help='how a non-square photo meets the square model (default stretch)')
-  parser.add_argument('--png-compression', type=int, default=6, choices=range(10),
-                      metavar='0..9', help='zlib level of the output PNGs (default 6); '
+  parser.add_argument('--aspect', choices=inference.ASPECT_MODES,
+                      default=inference.ASPECT_MODES[0],
+                      help='how a non-square photo meets the square model (default '
+                      f'{inference.ASPECT_MODES[0]})')
+  parser.add_argument('--png-compression', type=int, default=images.PNG_COMPRESS_LEVEL,
+                      choices=range(10), metavar='0..9',
+                      help=f'zlib level of the output PNGs (default {images.PNG_COMPRESS_LEVEL}); '
                       '1: a 12 MP photo in 60%% of the time, files 40-60%% larger')
   parser.add_argument('--overwrite', action='store_true',
                       help='replace outputs that an earlier colorize wrote (default: keep '
@@ -261,8 +267,6 @@ def colorize(flags, args) -> int:
     print('error: colorize needs --workdir (the training run)', file=sys.stderr)
     return EXIT_USAGE
   setup_runtime()
-  from colorize_jax import files  # pylint: disable=g-import-not-at-top
-  from colorize_jax import inference  # pylint: disable=g-import-not-at-top
   try:
     inference.check_saturation(opts.saturation)
   except ValueError as e:
@@ -651,8 +655,9 @@ def turing_report(flags, args) -> int:
   else:
     low, high = overall['ci95']
     print(f'Fooled {overall["fooled"]} of {overall["answers"]} answers: {overall["rate"]:.1%} '
-          f'(95% Wilson interval {low:.1%} to {high:.1%}); paper 23%, Zhang et al. 32%, '
-          'indistinguishable 50%.')
+          f'(95% Wilson interval {low:.1%} to {high:.1%}); paper '
+          f'{turing_lib.stats.PAPER_FOOL_RATE:.0%}, Zhang et al. '
+          f'{turing_lib.stats.ZHANG_FOOL_RATE:.0%}, indistinguishable 50%.')
   print(f'Report: {result["files"]["html"]}')
   return EXIT_OK
 

@@ -44,7 +44,6 @@ keep the best.json they had.
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import csv
 import dataclasses
 import datetime
@@ -68,7 +67,6 @@ from PIL import Image
 import tqdm
 
 from colorize_jax import checkpoints
-from colorize_jax import color
 from colorize_jax import files
 from colorize_jax import images as images_lib
 from colorize_jax import inception
@@ -238,12 +236,6 @@ def validation_data(config: ml_collections.ConfigDict, max_images: int | None = 
                   description=f'validation split of the run ({data.source}{limit})', build=build)
 
 
-def _check_photo(path: str) -> str:
-  """'ok', 'unreadable: ...' or 'grayscale' for one file (`images.check`, as training data)."""
-  status, detail = images_lib.check(path)
-  return f'unreadable: {detail}' if status == 'corrupt' else status
-
-
 def folder_data(folder: str, max_images: int | None = None) -> EvalData:
   """Every colour photo under `folder` (recursively), in sorted order.
 
@@ -260,15 +252,14 @@ def folder_data(folder: str, max_images: int | None = None) -> EvalData:
 
   def build():
     paths = images_lib.list_images(root)
-    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-      status = list(pool.map(_check_photo, paths))
     skipped: dict[str, list[str]] = {}
     kept = []
-    for path, s in zip(paths, status):
-      if s == 'ok':
+    for path, (status, _) in zip(paths, images_lib.check_all(paths)):   # as training data
+      if status == 'ok':
         kept.append(path)
       else:
-        skipped.setdefault(s.split(':')[0], []).append(os.path.relpath(path, root))
+        reason = 'unreadable' if status == 'corrupt' else status
+        skipped.setdefault(reason, []).append(os.path.relpath(path, root))
     if skipped:
       logging.warning('--data %s: left out %s.', root,
                       ', '.join(f'{len(v)} {k} (e.g. {v[0]})' for k, v in skipped.items()))
@@ -379,7 +370,8 @@ class InceptionSource:
 
 
 def eval_batch(state: steps.GANState, images: jnp.ndarray, gan: steps.GAN) -> dict[str, Any]:
-  """Colorizes a batch and measures it, its gray baseline and the real photos.
+  """`steps.quality_step` with its colorizations as uint8 [N, S, S, 3] (for Inception
+  and the leaderboard's examples).
 
   Args:
     state: the checkpoint's `GANState` (its generator may be prepared:
@@ -392,30 +384,10 @@ def eval_batch(state: steps.GANState, images: jnp.ndarray, gan: steps.GAN) -> di
      'realism': {'model', 'gray', 'real': mean patch probability [N] in (0, 1)},
      'model_rgb', 'gray_rgb': uint8 [N, S, S, 3]}.
   """
-  l_norm, real_ab_norm = color.rgb_to_model_inputs(images)
-  fake_ab_norm = steps.generate_ab(gan, state.generator, l_norm)
-  zero = jnp.zeros_like(fake_ab_norm)
-  real_rgb = color.to_float_rgb(images)
-  fake_rgb = color.model_outputs_to_rgb(l_norm, fake_ab_norm)
-  gray_rgb = color.model_outputs_to_rgb(l_norm, zero)
-  real_ab = color.denormalize_ab(real_ab_norm)
-
-  def realism(ab_norm):
-    logits = steps.realism_logits(gan, state.discriminator, l_norm, ab_norm)
-    return jax.nn.sigmoid(logits).reshape(logits.shape[0], -1).mean(axis=1)
-
-  def to_uint8(rgb):
-    return jnp.clip(jnp.round(rgb * 255.0), 0, 255).astype(jnp.uint8)
-
-  return {
-      'model': metrics_lib.image_metrics(fake_rgb, real_rgb, color.denormalize_ab(fake_ab_norm),
-                                         real_ab),
-      'gray': metrics_lib.image_metrics(gray_rgb, real_rgb, color.denormalize_ab(zero), real_ab),
-      'realism': {'model': realism(fake_ab_norm), 'gray': realism(zero),
-                  'real': realism(real_ab_norm)},
-      'model_rgb': to_uint8(fake_rgb),
-      'gray_rgb': to_uint8(gray_rgb),
-  }
+  out = steps.quality_step(state, images, gan)
+  for name in ('model_rgb', 'gray_rgb'):
+    out[name] = jnp.clip(jnp.round(out[name] * 255.0), 0, 255).astype(jnp.uint8)
+  return out
 
 
 def frechet_distance_low_rank(f1: np.ndarray, f2: np.ndarray) -> float:

@@ -85,7 +85,8 @@ from colorize_jax import steps
 
 BEST_FILE = 'best.json'
 NETS = ('generator', 'discriminator')
-ASPECT_MODES = ('stretch', 'pad')
+ASPECT_MODES = ('stretch', 'pad')   # the first is the default
+BATCH_SIZE = 8   # render-size images per generator call, by default
 UPSAMPLE_FILTERS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC}
 
 # Flattened-pixel chunk sizes: a handful of compiled shapes for all image sizes.
@@ -333,10 +334,7 @@ def _outside_gamut(rgb: jnp.ndarray) -> jnp.ndarray:
   return jnp.any((rgb < -_GAMUT_TOLERANCE) | (rgb > 1.0 + _GAMUT_TOLERANCE), axis=-1)
 
 
-@jax.jit
-def _lightness(rgb: jnp.ndarray) -> jnp.ndarray:
-  return color.rgb_to_lab(rgb)[..., 0]
-
+_lightness = jax.jit(color.rgb_to_gray_l)
 
 @jax.jit
 def _lab_to_rgb_checked(lab: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -516,8 +514,8 @@ class Colorizer:
   """
 
   def __init__(self, gan: steps.GAN, generator: steps.NetState, image_size: int, *,
-               render_size: int | None = None, batch_size: int = 8,
-               mesh: jax.sharding.Mesh | None = None, aspect: str = 'stretch',
+               render_size: int | None = None, batch_size: int = BATCH_SIZE,
+               mesh: jax.sharding.Mesh | None = None, aspect: str = ASPECT_MODES[0],
                upsample: str = 'bilinear', step: int | None = None,
                workdir: epath.PathLike | None = None):
     """Wraps a generator.
@@ -647,7 +645,7 @@ class Colorizer:
       jobs: `Job`s or (source, destination) pairs, e.g. from `plan_jobs`.
       saturation: factor on the predicted ab.
       progress: show a tqdm progress bar (images).
-      workers: threads for reading and writing (default: CPU count, at most 8).
+      workers: threads for reading and writing (default: `images.io_threads()`).
       png_compress_level: zlib level of the PNGs, 0..9 (lower: faster, larger).
 
     Returns:
@@ -666,7 +664,7 @@ class Colorizer:
     _refuse_overwrites(jobs)
     _refuse_replacing_others(jobs)
     summary = RunSummary()
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or images.io_threads()
     groups = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
 
     def read(job):

@@ -22,7 +22,6 @@ of processes, sees bit-for-bit the batches of one uninterrupted run.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import importlib.resources
@@ -245,25 +244,12 @@ def _tf_can_decode(img: Image.Image) -> bool:
   return False
 
 
-def _scan_one(source: str | bytes) -> tuple[str, bool]:
-  """Validates one image and checks it has colour (`images.check`).
-
-  Args:
-    source: a file path, or the file's bytes.
-
-  Returns:
-    (status, needs_pil): status is 'ok', 'corrupt' or 'grayscale'; needs_pil
-    says whether the pipeline must decode it with Pillow.
-  """
-  status, tf_can_decode = images_lib.check(source, inspect=_tf_can_decode)
-  return status, status == 'corrupt' or not tf_can_decode
-
-
 def _scan(sources: Sequence[str | bytes]) -> list[tuple[str, bool]]:
-  # Pillow releases the GIL while decoding, so threads use all cores.
-  workers = min(8, os.cpu_count() or 1)
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    return list(pool.map(_scan_one, sources))
+  """(status, needs_pil) of each encoded image (a path, or its bytes): status 'ok',
+  'grayscale' or 'corrupt' (`images.check`); needs_pil says whether the pipeline must
+  decode it with Pillow."""
+  return [(status, status == 'corrupt' or not tf_can_decode)
+          for status, tf_can_decode in images_lib.check_all(sources, inspect=_tf_can_decode)]
 
 
 def _decode_tf(data: tf.Tensor, needs_pil: tf.Tensor) -> tf.Tensor:

@@ -23,6 +23,7 @@ import optax
 from colorize_jax import color
 from colorize_jax import layers
 from colorize_jax import losses
+from colorize_jax import metrics as metrics_lib
 from colorize_jax import models
 
 Batch = dict[str, jnp.ndarray]      # {'image': uint8 [N, H, W, 3], 'mask'?: bool [N]}
@@ -196,7 +197,7 @@ def discriminator_update(state: GANState, l_norm: jnp.ndarray, real_ab: jnp.ndar
                                 fake_ab, train=True, params=d_params)
     parts = losses.discriminator_loss(real_logits, fake_logits, gan.real_label,
                                       gan.d_loss_scale)
-    probs = (jax.nn.sigmoid(real_logits).mean(), jax.nn.sigmoid(fake_logits).mean())
+    probs = (realism_score(real_logits).mean(), realism_score(fake_logits).mean())
     return parts['total'].mean(), (parts, stats, probs)
 
   grads, (parts, batch_stats, (real_prob, fake_prob)) = jax.grad(objective, has_aux=True)(
@@ -360,6 +361,41 @@ def realism_logits(gan: GAN, discriminator: NetState, l_norm: jnp.ndarray,
   return _apply(gan.discriminator, discriminator, l_norm, ab_norm, train=False)[0]
 
 
+def realism_score(logits: jnp.ndarray) -> jnp.ndarray:
+  """How real a discriminator finds each image: the mean probability of its patch
+  logits [N, h, w, 1] -> float32 [N] in (0, 1)."""
+  return jax.nn.sigmoid(logits).reshape(logits.shape[0], -1).mean(axis=1)
+
+
+def quality_step(state: GANState, images: jnp.ndarray, gan: GAN) -> dict[str, Any]:
+  """Colorizes a batch and measures it, and its gray baseline (ab = 0), against the photos.
+
+  Args:
+    state: a `GANState` (not modified; its generator may be a `PreparedNet`).
+    images: real photos, rgb uint8 [N, S, S, 3].
+    gan: the static model.
+
+  Returns:
+    {'model', 'gray': per-image `metrics.image_metrics` (float32 [N] each),
+     'realism': `realism_score`s [N] of {'model', 'gray', 'real'} by the state's
+     discriminator, 'model_rgb', 'gray_rgb': float32 [N, S, S, 3] in [0, 1]}.
+  """
+  l_norm, real_ab_norm = color.rgb_to_model_inputs(images)
+  fake_ab_norm = generate_ab(gan, state.generator, l_norm)
+  zero = jnp.zeros_like(fake_ab_norm)
+  real_rgb = color.to_float_rgb(images)
+  real_ab = color.denormalize_ab(real_ab_norm)
+  out = {'model_rgb': color.model_outputs_to_rgb(l_norm, fake_ab_norm),
+         'gray_rgb': color.model_outputs_to_rgb(l_norm, zero)}
+  for name, ab_norm in (('model', fake_ab_norm), ('gray', zero)):
+    out[name] = metrics_lib.image_metrics(out[f'{name}_rgb'], real_rgb,
+                                          color.denormalize_ab(ab_norm), real_ab)
+  out['realism'] = {
+      name: realism_score(realism_logits(gan, state.discriminator, l_norm, ab_norm))
+      for name, ab_norm in (('model', fake_ab_norm), ('gray', zero), ('real', real_ab_norm))}
+  return out
+
+
 def eval_step(state: GANState, batch: Batch, gan: GAN) -> Metrics:
   """Validation losses of both nets in evaluation mode (running statistics, no dropout).
 
@@ -380,9 +416,6 @@ def eval_step(state: GANState, batch: Batch, gan: GAN) -> Metrics:
   g_parts = losses.generator_loss(fake_logits, fake_ab, real_ab, gan.l1_weight)
   d_parts = losses.discriminator_loss(real_logits, fake_logits, gan.real_label, gan.d_loss_scale)
 
-  def mean_prob(logits):
-    return jax.nn.sigmoid(logits).reshape(logits.shape[0], -1).mean(axis=1)
-
   return {
       'g_loss': g_parts['total'],
       'g_adversarial': g_parts['adversarial'],
@@ -390,8 +423,8 @@ def eval_step(state: GANState, batch: Batch, gan: GAN) -> Metrics:
       'd_loss': d_parts['total'],
       'd_real': d_parts['real'],
       'd_fake': d_parts['fake'],
-      'd_real_prob': mean_prob(real_logits),
-      'd_fake_prob': mean_prob(fake_logits),
+      'd_real_prob': realism_score(real_logits),
+      'd_fake_prob': realism_score(fake_logits),
       'ab_mae': g_parts['l1'] * color.AB_RANGE,
   }
 

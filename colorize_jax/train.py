@@ -30,7 +30,6 @@ from colorize_jax import color
 from colorize_jax import files
 from colorize_jax import images
 from colorize_jax import input_pipeline
-from colorize_jax import metrics as metrics_lib
 from colorize_jax import parallel
 from colorize_jax import steps
 from colorize_jax import visualize
@@ -108,24 +107,13 @@ def validation_step(state: steps.GANState, batch: steps.Batch, gan: steps.GAN) -
 
   Adds psnr (dB, colorized vs real RGB), auc (Zhang et al.'s ab-error AuC) and
   cf (colourfulness), and the same for the gray baseline (ab = 0): gray_psnr,
-  gray_ab_mae, gray_auc.
+  gray_ab_mae, gray_auc (`steps.quality_step`, which evaluate scores checkpoints with).
   """
   out = steps.eval_step(state, batch, gan)
-  l_norm, real_ab_norm = color.rgb_to_model_inputs(batch['image'])
-  fake_ab_norm = steps.generate_ab(gan, state.generator, l_norm)
-  real_rgb = color.to_float_rgb(batch['image'])
-  real_ab = color.denormalize_ab(real_ab_norm)
-  fake_ab = color.denormalize_ab(fake_ab_norm)
-  gray_ab = jnp.zeros_like(real_ab)
-  fake_rgb = color.model_outputs_to_rgb(l_norm, fake_ab_norm)
-  gray_rgb = color.model_outputs_to_rgb(l_norm, jnp.zeros_like(fake_ab_norm))
-  out.update(
-      psnr=metrics_lib.psnr(fake_rgb, real_rgb),
-      auc=metrics_lib.ab_auc(fake_ab, real_ab),
-      cf=metrics_lib.colorfulness(fake_rgb),
-      gray_psnr=metrics_lib.psnr(gray_rgb, real_rgb),
-      gray_ab_mae=metrics_lib.ab_l1(gray_ab, real_ab),
-      gray_auc=metrics_lib.ab_auc(gray_ab, real_ab))
+  quality = steps.quality_step(state, batch['image'], gan)
+  model, gray = quality['model'], quality['gray']
+  out.update(psnr=model['psnr'], auc=model['auc'], cf=model['cf'], gray_psnr=gray['psnr'],
+             gray_ab_mae=gray['ab_l1'], gray_auc=gray['auc'])
   if 'mask' in batch:  # handed back gathered, for the caller's masked means
     out['mask'] = batch['mask']
   return out

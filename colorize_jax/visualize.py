@@ -11,7 +11,7 @@ def gray_rgb(rgb: np.ndarray) -> np.ndarray:
   Uses CIELAB lightness (ab = 0), so that it shows exactly the model's input.
   """
   from colorize_jax import color  # JAX import kept out of module import for light users
-  l = np.asarray(color.rgb_to_lab(np.asarray(rgb))[..., :1])
+  l = np.asarray(color.rgb_to_gray_l(np.asarray(rgb)))[..., None]
   lab = np.concatenate([l, np.zeros(l.shape[:-1] + (2,), np.float32)], axis=-1)
   return images.to_uint8(np.asarray(color.lab_to_rgb(lab)))
 

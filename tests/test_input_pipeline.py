@@ -194,8 +194,8 @@ def test_validation_split_alone_never_reads_training_files(odd_folder, tmp_path,
   config = _data_config(folder=odd_folder['root'])
   both = ip.build_splits(config)
   scanned = []
-  scan_one = ip._scan_one
-  monkeypatch.setattr(ip, '_scan_one', lambda source: scanned.append(source) or scan_one(source))
+  scan = ip._scan
+  monkeypatch.setattr(ip, '_scan', lambda sources: scanned.extend(sources) or scan(sources))
   val = ip.build_splits(config, splits=('val',))
   assert len(scanned) == both.stats['val']['files']
   assert not [s for s in scanned if os.sep + 'train' + os.sep in s]
