@@ -21,6 +21,7 @@ restore: the arrays left out are never read from disk.
 import contextlib
 import json
 import os
+import shutil
 from typing import Any, Iterator
 
 from etils import epath
@@ -32,6 +33,13 @@ CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
 STATE_ITEM = 'state'
 _STEP_METADATA = '_CHECKPOINT_METADATA'   # orbax's per-step JSON (commit time, handlers)
+# Deleted checkpoints are renamed into this subfolder (atomic), then removed: a kill in
+# the middle of removing one leaves no half checkpoint among the steps.
+_TRASH = '.deleted'
+# An interruption checkpoint being replaced by its step's epoch-end one waits here until
+# the new one is complete (a kill between would otherwise lose that epoch's training).
+_SUPERSEDED = '.superseded-'
+_ORBAX_TMP = '.orbax-checkpoint-tmp'   # in the name of a step folder orbax is writing
 
 
 class CorruptCheckpoint(ValueError):
@@ -156,14 +164,44 @@ class Checkpoints:
       raise FileNotFoundError(f'No checkpoints in {workdir} ({directory} does not exist).')
     # Retention is ours (`_prune`): orbax's max_to_keep would count interruption
     # checkpoints and push out epochs' checkpoints.
-    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=not read_only,
-                                           read_only=read_only)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None, create=not read_only, read_only=read_only,
+        todelete_subdir=None if read_only else _TRASH)
     # How the manager names step folders, for `restore_subtree`.
     self._step_names = ocp.step.standard_name_format(
         step_prefix=options.step_prefix,
         step_format_fixed_length=options.step_format_fixed_length)
     self._manager = ocp.CheckpointManager(directory, options=options,
                                           item_names=(STATE_ITEM, 'meta'))
+    if not read_only:
+      self._recover()
+
+  def _primary(self) -> bool:
+    return jax.process_index() == 0
+
+  def _recover(self) -> None:
+    """Finishes what a killed process left (only training opens checkpoints writable,
+    holding the workdir's lock): an interruption checkpoint set aside for its step's new
+    save goes back if that save never completed (else it goes); the folders of saves
+    that never completed and deleted checkpoints still in the trash are removed."""
+    if self._primary():
+      for partial in self.directory.glob(f'*{_ORBAX_TMP}*'):
+        shutil.rmtree(partial, ignore_errors=True)
+      for aside in self.directory.glob(_SUPERSEDED + '*'):
+        step = int(aside.name[len(_SUPERSEDED):])
+        if step in self.all_steps():
+          shutil.rmtree(aside, ignore_errors=True)
+        else:
+          aside.rename(self.directory / self._step_names.build_name(step))
+          self._manager.reload()
+    self._empty_trash()
+
+  def _empty_trash(self) -> None:
+    if self._primary():
+      shutil.rmtree(self.directory / _TRASH, ignore_errors=True)
+      for aside in self.directory.glob(_SUPERSEDED + '*'):
+        if int(aside.name[len(_SUPERSEDED):]) in self.all_steps():
+          shutil.rmtree(aside, ignore_errors=True)
 
   @property
   def directory(self) -> epath.Path:
@@ -190,7 +228,11 @@ class Checkpoints:
     """
     self._prune()
     if step in self.all_steps() and not self.is_epoch_end(step):
-      self._manager.delete(step)
+      if jax.process_count() == 1:   # set aside until the new save is complete
+        self.step_directory(step).rename(self.directory / f'{_SUPERSEDED}{step}')
+        self._manager.reload()
+      else:
+        self._manager.delete(step)
       self._epoch_end.pop(step, None)
     self._epoch_end[step] = bool(meta.get('epoch_end', True))
     self._writing = step
@@ -385,6 +427,7 @@ class Checkpoints:
     if self._read_only:
       return
     self.wait()   # look at complete checkpoints only
+    self._empty_trash()   # a step set aside for a save now complete
     ends, interrupted = [], []
     for step in self.all_steps():
       try:
@@ -399,3 +442,4 @@ class Checkpoints:
     for step in sorted(doomed):
       self._manager.delete(step)
       self._epoch_end.pop(step, None)
+    self._empty_trash()

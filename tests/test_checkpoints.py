@@ -138,6 +138,62 @@ def test_retention_keeps_epochs_and_drops_superseded_interruption_checkpoints(sa
     checkpoints.Checkpoints(tmp_path / 'keep_0', keep=0)
 
 
+def test_an_epochs_checkpoint_replacing_its_interruption_checkpoint_never_loses_it(
+    saved, tmp_path, monkeypatch):
+  """An interruption checkpoint at an epoch's last step (its validation was cut short)
+  is replaced by that step's epoch-end checkpoint once validated. It is set aside, not
+  deleted, until the new one is complete: a run killed in between (here: the save fails
+  before writing) finds it back at the next start (it was deleted first, and such a kill
+  restarted the run from step 0); a complete save removes it."""
+  _, _, state = saved
+  ckpts = checkpoints.Checkpoints(tmp_path / 'run')
+  ckpts.save(5, state, {'epoch': 1, 'epoch_end': False})
+  ckpts.close()
+
+  ckpts = checkpoints.Checkpoints(tmp_path / 'run')
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt   # the process dies here, its save not begun
+  monkeypatch.setattr(ckpts._manager, 'save', killed)
+  with pytest.raises(KeyboardInterrupt):
+    ckpts.save(5, state, {'epoch': 1, 'epoch_end': True})
+  monkeypatch.undo()
+  assert ckpts.all_steps() == []
+
+  ckpts = checkpoints.Checkpoints(tmp_path / 'run')
+  assert ckpts.all_steps() == [5] and not ckpts.is_epoch_end(5)
+  ckpts.save(5, state, {'epoch': 1, 'epoch_end': True})
+  ckpts.close()
+  ckpts = checkpoints.Checkpoints(tmp_path / 'run', read_only=True)
+  assert ckpts.all_steps() == [5] and ckpts.is_epoch_end(5)
+  assert sorted(p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()) == ['5']
+
+
+def test_what_a_killed_save_or_delete_left_is_removed_by_the_next_training(saved, tmp_path,
+                                                                          monkeypatch):
+  """A deleted checkpoint goes through a trash folder (renamed, then removed: a delete
+  cut short leaves no half checkpoint among the steps, which `select` then called
+  damaged), and the next writable open removes the trash and the temporary folder of a
+  save that was killed (it stayed for ever unless its step was saved again)."""
+  workdir, _, _ = saved
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  folder = copy / 'checkpoints'
+  (folder / '.deleted' / '0' / 'state').mkdir(parents=True)   # a delete cut short
+  shutil.copytree(folder / '2', folder / '7.orbax-checkpoint-tmp')   # a save cut short
+  assert checkpoints.Checkpoints(copy, read_only=True).all_steps() == [1, 2]
+  assert (folder / '7.orbax-checkpoint-tmp').exists()   # readers leave it alone
+  ckpts = checkpoints.Checkpoints(copy, keep=1)
+  assert sorted(p.name for p in folder.iterdir()) == ['1', '2']
+  with monkeypatch.context() as patch:   # a kill before the trash is emptied
+    patch.setattr(checkpoints.shutil, 'rmtree', lambda *args, **kwargs: None)
+    ckpts._prune()   # keep=1 deletes step 1
+  assert sorted(p.name for p in folder.iterdir()) == ['.deleted', '2']
+  assert ckpts.all_steps() == [2]
+  ckpts.close()
+  checkpoints.Checkpoints(copy, keep=1).close()
+  assert sorted(p.name for p in folder.iterdir()) == ['2']
+
+
 def test_a_checkpoint_missing_a_file_never_blocks_later_saves(saved, tmp_path):
   """An older step folder that lost a file (its delete killed half way) is damaged, not
   missing: retention leaves it for a person, and the next epoch's checkpoint is saved (the
