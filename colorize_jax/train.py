@@ -58,7 +58,8 @@ class StopRequested:
   take part in the final (collective) checkpoint.
 
   A second signal before that checkpoint is started means "now" (KeyboardInterrupt);
-  once `saving` is set, further signals are logged and ignored until the block ends,
+  once `saving` is set (also while an epoch's checkpoint is saved: `shielding`),
+  further signals are logged and ignored until the block ends,
   so that a repeated SIGTERM (a wrapper forwarding it, an impatient scheduler) cannot
   cut the save short and lose what it was saving.
   """
@@ -90,6 +91,16 @@ class StopRequested:
   def __exit__(self, *exc):
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
+
+  @contextlib.contextmanager
+  def shielding(self) -> Iterator[None]:
+    """Within the block (a checkpoint being saved), signals only request a stop: a
+    first one that arrives during the save and a second would cut it short."""
+    before, self.saving = self.saving, True
+    try:
+      yield
+    finally:
+      self.saving = before
 
   def check(self, step: int) -> bool:
     """Whether to stop after `step`; collective in multi-process runs (call on every step)."""
@@ -478,27 +489,28 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, signatures, s
   accumulate = jax.jit(lambda sums, m: jax.tree.map(jnp.add, sums, m), donate_argnums=0)
   validator = _Validator(config, splits, gan, mesh, writer, workdir)
 
-  def end_epoch(state, epoch: int) -> None:
+  def end_epoch(state, epoch: int, stop: StopRequested) -> None:
     try:
       results = validator(state, epoch)
     except BaseException:
       # The epoch's training is done: keep it, as a checkpoint that a rerun validates.
-      ckpts.save(state_step(state), state, meta_of(epoch, False))
+      with stop.shielding():
+        ckpts.save(state_step(state), state, meta_of(epoch, False))
       raise
     logging.info('Epoch %d/%d: %s', epoch + 1, config.num_epochs,
                  ', '.join(f'{k}={v:.4g}' for k, v in sorted(results.items()))
                  or 'done (no validation images)')
-    ckpts.save(state_step(state), state, meta_of(epoch + 1, True, val=results))
+    with stop.shielding():
+      ckpts.save(state_step(state), state, meta_of(epoch + 1, True, val=results))
 
   step = state_step(state)
-  # Interrupted after an epoch's last step but before its validation and save.
-  if step and step % steps_per_epoch == 0 and not meta.get('epoch_end', False):
-    end_epoch(state, step // steps_per_epoch - 1)
-
   progress = tqdm.tqdm(total=total_steps * config.batch_size, initial=step * config.batch_size,
                        unit='img', unit_scale=True, dynamic_ncols=True, smoothing=0.1,
                        disable=jax.process_index() != 0)
   with StopRequested() as stop:
+    # Interrupted after an epoch's last step but before its validation and save.
+    if step and step % steps_per_epoch == 0 and not meta.get('epoch_end', False):
+      end_epoch(state, step // steps_per_epoch - 1, stop)
     while step < total_steps and not stop:
       epoch = step // steps_per_epoch
       batches = input_pipeline.train_batches(
@@ -528,7 +540,7 @@ def _train_loop(config, workdir, mesh, gan, ckpts, writer, splits, signatures, s
           logging.warning('Interrupted at step %d: checkpoint saved. Run the same command to '
                           'resume.', step)
           break
-      end_epoch(state, epoch)
+      end_epoch(state, epoch, stop)
     if stop:
       ckpts.wait()   # on disk while the handlers still shield it from a second signal
   progress.close()

@@ -424,6 +424,25 @@ def test_a_validation_read_error_keeps_the_epoch_it_ends(photos, uninterrupted, 
   jax.tree.map(np.testing.assert_array_equal, _params(resumed), expected)
 
 
+def test_signals_during_an_epochs_save_cannot_cut_it_short(photos, tmp_path, monkeypatch):
+  """SIGTERM twice while an epoch's checkpoint is being saved (a scheduler repeating
+  itself): the save completes, the run stops with Interrupted and the epoch is kept (the
+  second signal raised KeyboardInterrupt inside orbax's save, losing the epoch)."""
+  real = checkpoints.Checkpoints.save
+
+  def save_while_signalled(self, step, state, meta):
+    if meta.get('epoch_end'):
+      os.kill(os.getpid(), signal.SIGTERM)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, step, state, meta)
+
+  monkeypatch.setattr(checkpoints.Checkpoints, 'save', save_while_signalled)
+  with pytest.raises(train.Interrupted):
+    train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  ckpts = checkpoints.Checkpoints(tmp_path, read_only=True)
+  assert ckpts.all_steps() == [STEPS_PER_EPOCH] and ckpts.is_epoch_end(STEPS_PER_EPOCH)
+
+
 def test_a_run_records_its_photos_absolutely_and_refuses_other_ones(tmp_path, monkeypatch):
   """A relative data folder is stored absolute (evaluate, select and resumes run from other
   folders); resuming with another folder, or after the photos under it were added, removed
