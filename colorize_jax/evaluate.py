@@ -604,9 +604,12 @@ class Evaluator:
         return stored
     files.check_writable(workdir / EVAL_DIR, 'the evaluation results')
     start = time.perf_counter()
+    # Before the weights are read: a checkpoint saved again (or deleted by a training's
+    # retention) while it is evaluated must not lend its key to the old weights' scores.
+    key = self.key(workdir, checkpoints.load_config(workdir), chosen)
     restored = inference.restore(workdir, chosen, mesh=self.mesh)
     seconds = {'restore': time.perf_counter() - start}
-    result = self._compute(restored, seconds, image_progress and self.progress)
+    result = {'key': key, **self._compute(restored, seconds, image_progress and self.progress)}
     seconds['total'] = time.perf_counter() - start
     out_dir = self.result_dir(workdir, restored.config, chosen)
     result['dir'] = os.fspath(out_dir)
@@ -625,7 +628,8 @@ class Evaluator:
 
   def _compute(self, restored: inference.Restored, seconds: dict[str, float],
                progress: bool) -> dict[str, Any]:
-    """Runs the evaluation set through one checkpoint; the results dict of `evaluate`."""
+    """Runs the evaluation set through one checkpoint; the results dict of `evaluate`
+    but its 'key'."""
     config = restored.config
     data = self.data_for(config)
     images, skipped = data.images()
@@ -665,7 +669,6 @@ class Evaluator:
     seconds.update(model_and_metrics=sums.seconds_model,
                    inception=sums.seconds_inception + time.perf_counter() - start)
     return {
-        'key': self.key(restored.workdir, config, restored.step),
         'workdir': os.fspath(restored.workdir),
         'step': restored.step,
         'epoch': restored.epoch,
@@ -827,7 +830,7 @@ _STYLE = ('body{font-family:sans-serif;margin:2em}table{border-collapse:collapse
 
 
 def write_report(result: dict[str, Any], directory: epath.PathLike) -> None:
-  """Writes metrics.json, report.html, examples.png and thumbs.png into `directory`.
+  """Writes examples.png, thumbs.png, report.html and metrics.json into `directory`.
 
   Pops result['_examples'] ({'gray', 'model', 'real': uint8 [n, S, S, 3]}).
   """
@@ -838,7 +841,6 @@ def write_report(result: dict[str, Any], directory: epath.PathLike) -> None:
     grid = visualize.comparison_grid([examples['gray'], examples['model'], examples['real']])
     images_lib.save_png(grid, directory / EXAMPLES_FILE)
     images_lib.save_png(_thumb_strip(examples['model']), directory / THUMBS_FILE)
-  _write_text(directory / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True))
 
   e = html.escape
   table = metric_table(result)
@@ -869,6 +871,9 @@ def write_report(result: dict[str, Any], directory: epath.PathLike) -> None:
           f'<h2>Metrics</h2><table>{rows_html}</table>{notes}<ul>{legend}</ul>{grid_html}'
           f'</body></html>')
   _write_text(directory / REPORT_FILE, page)
+  # Last: metrics.json is the cache entry, so a kill before it leaves no entry whose
+  # report is missing.
+  _write_text(directory / METRICS_FILE, json.dumps(result, indent=2, sort_keys=True))
 
 
 # ----------------------------------------------------------------------------

@@ -411,6 +411,30 @@ def test_the_cache_never_serves_results_of_weights_since_replaced(runs, tmp_path
     inference.resolve_step(str(copy), 'best')
 
 
+def test_a_checkpoint_deleted_or_saved_again_while_evaluated(runs, tmp_path, monkeypatch):
+  """A training's retention may delete the checkpoint being evaluated, or a retrained run
+  save it again: the evaluation of the weights it read is written (it was thrown away
+  with orbax's 'No step path found', its key read after the evaluation) under the key of
+  the save it read, so the new save's weights are evaluated when asked for."""
+  run = tmp_path / 'run'
+  shutil.copytree(runs[0], run)
+  config = checkpoints.load_config(str(run))
+  gan = steps.GAN.from_config(config)
+  compute = evaluate.Evaluator._compute
+
+  def deleted_meanwhile(self, restored, *args, **kwargs):
+    shutil.rmtree(run / 'checkpoints' / '6')
+    return compute(self, restored, *args, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(evaluate.Evaluator, '_compute', deleted_meanwhile)
+    first = evaluate.evaluate(str(run), 6, inception_weights=None, progress=False)
+  assert os.path.exists(os.path.join(first['dir'], evaluate.METRICS_FILE))
+  save_run(str(run), config, gan.init(jax.random.PRNGKey(7), IMAGE_SIZE), {6: 3.0})
+  again = evaluate.evaluate(str(run), 6, inception_weights=None, progress=False)
+  assert again['key'] != first['key'] and again['rows']['model'] != first['rows']['model']
+
+
 # orbax's reader leaves a TensorStore callback for its closed event loop when a read fails.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_a_checkpoint_missing_a_file_is_damaged_not_missing(runs, tmp_path, capsys):
