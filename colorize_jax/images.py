@@ -174,8 +174,8 @@ def _deep_gray(img: Image.Image) -> tuple[np.ndarray, int]:
   precision, the bit depth worth writing it back at: 8 or 16).
 
   16-bit values are on a 0..65535 scale, 32-bit integer ('I') values on 0..255 if
-  none exceeds 255 (Pillow's convert('I') of an 8-bit image: 8 bits deep) and
-  0..65535 otherwise. Float values are on 0..1 if they all lie there; whole numbers
+  none exceeds 255 (Pillow's convert('I') of an 8-bit image: 8 bits deep), on
+  0..65535 if none exceeds that, and otherwise refused (ValueError). Float values are on 0..1 if they all lie there; whole numbers
   up to 255 or 65535 are 8- or 16-bit counts stored as floats; anything else
   (values a little over 1, negative ones, fractions above 1) has no scale one can
   tell, and a wrong guess would turn the photo black or white: ValueError.
@@ -183,6 +183,11 @@ def _deep_gray(img: Image.Image) -> tuple[np.ndarray, int]:
   arr = np.asarray(img, dtype=np.float64)
   if img.mode == 'I' and arr.size and 0 <= arr.min() and arr.max() <= 255:
     return (arr / 255.0).astype(np.float32), 8
+  if img.mode == 'I' and arr.size and not 0 <= arr.min() <= arr.max() <= 65535:
+    # Wider (or signed) 32-bit counts: Pillow wraps unsigned ones above 2^31 negative.
+    raise ValueError(f'32-bit integer pixel values in [{arr.min():.0f}, {arr.max():.0f}]: '
+                     'not 8- or 16-bit counts, so their scale is unknown; save the scan as '
+                     'a 16-bit integer image, or as float scaled to 0..1')
   if img.mode != 'F':
     return np.clip(arr / 65535.0, 0.0, 1.0).astype(np.float32), 16
   if not np.isfinite(arr).all():
@@ -372,10 +377,16 @@ def _deep_colour_reader(img: Image.Image) -> Callable[[Source], np.ndarray] | No
     return None
   if img.format == 'PNG' and img.tile and ';16' in str(img.tile[0][3]):
     def read(source):
+      # read(), not asDirect(): that one rescales to the significant bits an sBIT chunk
+      # records (12-bit scans came out 1/16 as bright) and adds tRNS's alpha itself.
       with (io.BytesIO(source) if isinstance(source, _BYTES) else open(source, 'rb')) as f:
-        width, height, rows, info = png.Reader(file=f).asDirect()
-        return np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(
+        width, height, rows, info = png.Reader(file=f).read()
+        pixels = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(
             height, width, info['planes'])
+      if info.get('transparent') is not None:   # one colour (tRNS) is transparent
+        clear = np.all(pixels == np.asarray(info['transparent'], np.uint16), axis=-1)
+        pixels = np.dstack([pixels, np.where(clear, 0, 65535).astype(np.uint16)])
+      return pixels
     return read
   bits = getattr(img, 'tag_v2', {}).get(258) if img.format == 'TIFF' else None
   if isinstance(bits, tuple) and set(bits) == {16}:   # BitsPerSample, one per channel
@@ -398,8 +409,9 @@ def _deep_colour_picture(img: Image.Image, pixels: np.ndarray) -> Picture:
   # As stored: Pillow's TIFF header already swaps the size of a file turned by 90 degrees.
   stored = ((img.tag_v2.get(257), img.tag_v2.get(256)) if img.format == 'TIFF'
             else (img.height, img.width))
-  if pixels.dtype != np.uint16 or pixels.shape[:2] != stored or (
-      pixels.shape[-1] != len(img.mode)):
+  # A transparent colour (tRNS) of an RGB image comes as a fourth plane.
+  planes = len(img.mode) + ('transparency' in img.info and img.mode == 'RGB')
+  if pixels.dtype != np.uint16 or pixels.shape[:2] != stored or pixels.shape[-1] != planes:
     raise ValueError(f'16-bit pixels of shape {pixels.shape} ({pixels.dtype}) for a '
                      f'{stored[1]}x{stored[0]} {img.mode} image')
   method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,

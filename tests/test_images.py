@@ -269,6 +269,20 @@ def test_float_gray_files_of_no_known_scale_are_refused_not_guessed(tmp_path, va
       load(path)
 
 
+def test_32_bit_integer_gray_beyond_16_bits_is_refused_not_wrapped(tmp_path):
+  """A uint32 gray TIFF using its 32 bits (Pillow's mode 'I' wraps values above 2^31
+  negative) came out as an inverted, clipped picture: it is unreadable, saying why;
+  values within 16 bits still read on 0..65535."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  gray = np.array([[0, 100], [200, 255]], np.uint32)
+  tifffile.imwrite(tmp_path / 'wide.tif', gray * 16843009)   # 0..2^32 - 1
+  with pytest.raises(images.UnreadableImage, match='wide.tif.*scale is unknown'):
+    images.load_picture(tmp_path / 'wide.tif')
+  tifffile.imwrite(tmp_path / 'narrow.tif', gray * 257)
+  np.testing.assert_allclose(images.load_picture(tmp_path / 'narrow.tif').rgb[..., 0],
+                             gray / 255, atol=1e-6)
+
+
 def test_save_png_writes_names_up_to_the_file_system_limit(tmp_path):
   """Its temporary file's name stays within 255 bytes where the destination's does (a
   250-byte name once failed with 'File name too long'), multibyte names included."""
@@ -317,6 +331,35 @@ def test_a_16_bit_gray_png_keeps_its_transparent_value_as_alpha():
 
 def _rgb16(h=6, w=5, planes=3, seed=0):
   return np.random.default_rng(seed).integers(0, 65536, (h, w, planes)).astype(np.uint16)
+
+
+def test_16_bit_colour_pngs_with_significant_bits_or_a_transparent_colour(tmp_path):
+  """A 16-bit RGB PNG that records 12 significant bits (sBIT, as scanners write) reads on
+  its 16-bit scale (it came out 1/16 as bright: almost black), and one with a transparent
+  colour (tRNS) keeps its 16 bits and gets that colour as alpha (it fell back to 8 bits
+  with a warning about its shape)."""
+  import png  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  rgb8 = rng.integers(1, 256, (6, 5, 3)).astype(np.uint16)
+  rgb8[0, 0] = 0
+  path = tmp_path / 'sbit.png'
+  with open(path, 'wb') as f:
+    png.Writer(5, 6, greyscale=False, bitdepth=12).write_array(f, (rgb8 * 16).ravel())
+  picture = images.load_picture(path)
+  assert picture.bit_depth == 16
+  np.testing.assert_allclose(picture.rgb, rgb8 * 16 / 4095, atol=1e-4)
+  path = tmp_path / 'trns.png'
+  with open(path, 'wb') as f:
+    png.Writer(5, 6, greyscale=False, bitdepth=16, transparent=(0, 0, 0)).write_array(
+        f, (rgb8 * 257).ravel())
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    picture = images.load_picture(path)
+  assert picture.bit_depth == 16
+  np.testing.assert_allclose(picture.rgb, rgb8 / 255, atol=1e-6)
+  expected_alpha = np.full((6, 5), 65535)
+  expected_alpha[0, 0] = 0
+  np.testing.assert_array_equal(picture.alpha, expected_alpha)
 
 
 def test_16_bit_colour_png_and_tiff_keep_their_precision(tmp_path):
