@@ -366,7 +366,8 @@ def evaluate(flags, args) -> int:
 
   Exit code: 0 done (IS / FID may be missing, the report says why); 2 bad
   options, no such run or checkpoint, a damaged checkpoint, a run whose eval/
-  folder cannot be written, or no usable evaluation images.
+  folder cannot be written, a --data folder that cannot be read, or no usable
+  evaluation images.
   """
   parser = argparse.ArgumentParser(
       prog='launch.py evaluate --workdir RUN',
@@ -375,7 +376,8 @@ def evaluate(flags, args) -> int:
       'RUN/eval/<data>/step_<N>[-<weights>]/.',
       epilog='Exit status: 0 done (IS / FID may be missing: the report says why); 2 bad '
       'options, no such run or checkpoint, a damaged checkpoint, a run whose eval/ folder '
-      'cannot be written, or no usable evaluation images.')
+      'cannot be written, a --data folder that cannot be read, or no usable evaluation '
+      'images.')
   _step_options(parser)
   parser.add_argument('--data', help='a folder of colour photos to evaluate on instead')
   parser.add_argument('--max-images', type=_positive, help='only the first N images')
@@ -393,7 +395,7 @@ def evaluate(flags, args) -> int:
         flags.workdir, 'best' if opts.best else opts.step, data_dir=opts.data,
         max_images=opts.max_images, inception_weights=_inception_weights(opts),
         use_cache=not opts.no_cache)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, PermissionError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   print(f'Step {result["step"]} (epoch {result["epoch"]}) on {result["num_images"]} images of '
@@ -450,7 +452,7 @@ def select(flags, args) -> int:
     selection = evaluate_lib.select(workdirs, opts.metric, top=opts.top, out_dir=opts.out,
                                     evaluator=evaluator, fallback_metric=opts.fallback_metric,
                                     use_cache=not opts.no_cache)
-  except (evaluate_lib.MetricUnavailable, FileNotFoundError, ValueError) as e:
+  except (evaluate_lib.MetricUnavailable, FileNotFoundError, PermissionError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   print(f'{len(selection.ranking)} checkpoints ranked by {selection.metric} '

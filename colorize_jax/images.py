@@ -72,13 +72,16 @@ class UnreadableImage(ValueError):
 # Listing.
 
 
-def list_images(root: str | os.PathLike, skip: str | None = None) -> list[str]:
+def list_images(root: str | os.PathLike, skip: str | None = None,
+                unreadable: list[tuple[str, str]] | None = None) -> list[str]:
   """Image files under `root` (recursively, following links), sorted.
 
   Args:
     root: a folder.
     skip: the real path of a folder to leave out (e.g. an output folder inside
       the inputs), or None.
+    unreadable: where to add (folder, reason) for each folder that cannot be listed
+      (no permission, say); None: such a folder raises OSError, naming it.
 
   Returns:
     Paths `os.path.join(root, ...)` of the files whose names end in one of
@@ -88,6 +91,13 @@ def list_images(root: str | os.PathLike, skip: str | None = None) -> list[str]:
   """
   root = os.fspath(root)
   found = []
+
+  def cannot_list(error: OSError) -> None:   # os.walk would skip the folder without a word
+    reason = error.strerror or str(error)
+    if unreadable is None:
+      raise OSError(error.errno, f'cannot list the folder {error.filename}: {reason}')
+    unreadable.append((os.fspath(error.filename), f'cannot list this folder: {reason}'))
+
   # Following links, a link to a folder above it would be walked without end.
   visited = {os.path.realpath(root)}
 
@@ -98,7 +108,7 @@ def list_images(root: str | os.PathLike, skip: str | None = None) -> list[str]:
     visited.add(real)
     return True
 
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+  for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list, followlinks=True):
     dirnames[:] = [d for d in sorted(dirnames) if keep(dirpath, d)]
     found.extend(os.path.join(dirpath, name) for name in filenames
                  if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS))

@@ -913,7 +913,8 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
 
   Returns:
     (jobs, missing): the jobs in input order, and (input, reason) for inputs
-    that matched nothing or whose output name would be too long for a file system.
+    that matched nothing, folders among them that could not be listed, and inputs
+    whose output name would be too long for a file system.
 
   Raises:
     OverwriteError: an output would replace one of the inputs, or an input folder
@@ -937,7 +938,7 @@ def plan_jobs(inputs: Sequence[str], out_dir: str) -> tuple[list[Job], list[tupl
       logging.warning('Leaving out %s: it is the output folder, inside the input %s.',
                       out_dir, folder)
     found.extend((path, os.path.abspath(folder), True)
-                 for path in images.list_images(folder, out_real))
+                 for path in images.list_images(folder, out_real, unreadable=missing))
 
   for arg in inputs:
     arg = os.fspath(arg)

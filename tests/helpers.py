@@ -1,5 +1,7 @@
 """Shared pieces of the tests: tiny photo folders, a tiny training config, measurements."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -138,3 +140,14 @@ def measured_receptive_field(disc: models.Discriminator, size: int = 128) -> int
   height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
   assert height == width and touched.sum() == height * width, 'not a full square window'
   return int(height)
+
+
+def locked(monkeypatch, folder):
+  """Makes listing `folder` fail as a folder without read permission does (root, whom
+  the tests may run as, reads every folder)."""
+  scandir = os.scandir
+  def refuse(path='.'):
+    if os.path.realpath(path) == os.path.realpath(folder):
+      raise PermissionError(13, 'Permission denied', os.fspath(path))
+    return scandir(path)
+  monkeypatch.setattr(os, 'scandir', refuse)

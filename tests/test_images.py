@@ -13,6 +13,7 @@ from PIL import PngImagePlugin
 import pytest
 
 from colorize_jax import images
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -281,6 +282,21 @@ def test_32_bit_integer_gray_beyond_16_bits_is_refused_not_wrapped(tmp_path):
   tifffile.imwrite(tmp_path / 'narrow.tif', gray * 257)
   np.testing.assert_allclose(images.load_picture(tmp_path / 'narrow.tif').rgb[..., 0],
                              gray / 255, atol=1e-6)
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_or_reported(tmp_path, monkeypatch):
+  """os.walk skips a folder it cannot list without a word (a colorize of an album
+  with a locked subfolder did part of it and said 'done'): list_images raises, naming
+  it, or reports it when asked to go on."""
+  Image.new('RGB', (4, 4)).save(tmp_path / 'ok.png')
+  (tmp_path / 'locked').mkdir()
+  Image.new('RGB', (4, 4)).save(tmp_path / 'locked' / 'a.png')
+  helpers.locked(monkeypatch, tmp_path / 'locked')
+  with pytest.raises(PermissionError, match='cannot list the folder .*locked'):
+    images.list_images(tmp_path)
+  unreadable = []
+  assert images.list_images(tmp_path, unreadable=unreadable) == [str(tmp_path / 'ok.png')]
+  assert unreadable == [(str(tmp_path / 'locked'), 'cannot list this folder: Permission denied')]
 
 
 def test_save_png_writes_names_up_to_the_file_system_limit(tmp_path):

@@ -559,6 +559,20 @@ def test_cli_never_replaces_a_colorization_edited_since(workdir, moderate, tmp_p
   assert (out / 'a.png').read_bytes() == kept
 
 
+def test_cli_reports_a_subfolder_it_cannot_list(workdir, tmp_path, capsys, monkeypatch):
+  """A locked subfolder of an input folder is reported and the run exits 1; the rest
+  is colorized (it exited 0, as if the album had been done)."""
+  folder = tmp_path / 'album'
+  (folder / 'locked').mkdir(parents=True)
+  Image.fromarray(photo(20, 20)).save(folder / 'a.jpg')
+  Image.fromarray(photo(20, 20, seed=1)).save(folder / 'locked' / 'b.jpg')
+  helpers.locked(monkeypatch, folder / 'locked')
+  args = [str(folder), '--out', str(tmp_path / 'out'), '--no-progress']
+  assert cli.colorize(run_flags(workdir), args) == 1
+  assert 'locked: cannot list this folder: Permission denied' in capsys.readouterr().err
+  assert os.listdir(tmp_path / 'out') == ['a.png']
+
+
 def test_cli_rerun_names_a_few_kept_outputs_and_counts_the_rest(workdir, tmp_path, capsys):
   """A rerun over a big finished folder lists ten kept outputs and counts the others (it
   printed one line per file: thousands)."""
