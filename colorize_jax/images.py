@@ -47,7 +47,8 @@ from PIL import Image
 from PIL import ImageCms
 from PIL import ImageOps
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.webp', '.bmp', '.tif', '.tiff',
+                    '.gif')
 
 # An image is grayscale when the mean over the pixels of a <= 32 px thumbnail
 # of max(R, G, B) - min(R, G, B) is below this (0..255 scale). That leaves room
@@ -185,8 +186,9 @@ def _deep_gray(img: Image.Image) -> tuple[np.ndarray, int]:
 
   16-bit values are on a 0..65535 scale, 32-bit integer ('I') values on 0..255 if
   none exceeds 255 (Pillow's convert('I') of an 8-bit image: 8 bits deep), on
-  0..65535 if none exceeds that, and otherwise refused (ValueError). Float values are on 0..1 if they all lie there; whole numbers
-  up to 255 or 65535 are 8- or 16-bit counts stored as floats; anything else
+  0..65535 if none exceeds that, and otherwise refused (ValueError). Float values are
+  on 0..1 if they all lie there; whole numbers up to 255 or 65535 are 8- or 16-bit
+  counts stored as floats; anything else
   (values a little over 1, negative ones, fractions above 1) has no scale one can
   tell, and a wrong guess would turn the photo black or white: ValueError.
   """
@@ -243,8 +245,9 @@ def to_rgb8_image(img: Image.Image) -> Image.Image:
 _ICC_OUTPUT_MODES = {'L': 'RGB', 'RGB': 'RGB', 'CMYK': 'RGB', 'RGBA': 'RGBA', 'LA': 'RGBA'}
 
 
-def _to_srgb(img: Image.Image) -> Image.Image:
-  """`img` converted from its embedded ICC profile to sRGB (8-bit modes), else as it is.
+def _to_srgb(img: Image.Image, where: str = '') -> Image.Image:
+  """`img` converted from its embedded ICC profile to sRGB (8-bit modes), else as it is;
+  warnings start with `where` (the file's name and ': ', or '').
 
   A scan saved with another profile (Adobe RGB, a linear or 'Dot Gain' gray, a
   press CMYK) holds numbers that mean other colours and tones than the same numbers
@@ -260,21 +263,21 @@ def _to_srgb(img: Image.Image) -> Image.Image:
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     name = ImageCms.getProfileDescription(source).strip()
   except (OSError, ImageCms.PyCMSError) as e:
-    warnings.warn(f'ignoring an unreadable ICC profile ({e}); pixels taken as sRGB')
+    warnings.warn(f'{where}ignoring an unreadable ICC profile ({e}); pixels taken as sRGB')
     return img
   if img.mode in ('P', 'PA', '1'):   # the profile describes the palette's colours (or gray)
     img = img.convert('L' if img.mode == '1' else 'RGBA' if has_alpha(img) else 'RGB')
   if img.mode in ('L', 'RGB', 'RGBA', 'LA') and _means_srgb(source, img.mode):
     return img   # sRGB already (by what it does, not its name: 'Linear sRGB' is none)
   if img.mode not in _ICC_OUTPUT_MODES:
-    warnings.warn(f'the ICC profile {name!r} of a {img.mode} image is not applied (LittleCMS '
-                  'converts 8-bit images only here); pixels taken as sRGB')
+    warnings.warn(f'{where}the ICC profile {name!r} of a {img.mode} image is not applied '
+                  '(LittleCMS converts 8-bit images only here); pixels taken as sRGB')
     return img
   if img.mode == 'LA':   # no LittleCMS type: convert the gray, keep the alpha as it is
-    rgb = _to_srgb_via(img.getchannel('L'), source, 'RGB')
+    rgb = _to_srgb_via(img.getchannel('L'), source, 'RGB', where)
     rgb.putalpha(img.getchannel('A'))
     return rgb
-  return _to_srgb_via(img, source, _ICC_OUTPUT_MODES[img.mode])
+  return _to_srgb_via(img, source, _ICC_OUTPUT_MODES[img.mode], where)
 
 
 def _means_srgb(source: ImageCms.ImageCmsProfile, mode: str) -> bool:
@@ -294,7 +297,8 @@ def _means_srgb(source: ImageCms.ImageCmsProfile, mode: str) -> bool:
   return int(np.abs(got.astype(int) - want.astype(int)).max()) <= 1
 
 
-def _to_srgb_via(img: Image.Image, source: ImageCms.ImageCmsProfile, mode: str) -> Image.Image:
+def _to_srgb_via(img: Image.Image, source: ImageCms.ImageCmsProfile, mode: str,
+                 where: str = '') -> Image.Image:
   intent = ImageCms.getDefaultIntent(source)
   try:
     if img.mode == 'L':
@@ -309,7 +313,7 @@ def _to_srgb_via(img: Image.Image, source: ImageCms.ImageCmsProfile, mode: str) 
     return ImageCms.profileToProfile(img, source, _SRGB_PROFILE, outputMode=mode,
                                      renderingIntent=intent)
   except ImageCms.PyCMSError as e:   # a profile of another colour space than the pixels
-    warnings.warn(f'cannot apply the ICC profile ({e}); pixels taken as sRGB')
+    warnings.warn(f'{where}cannot apply the ICC profile ({e}); pixels taken as sRGB')
     return img
 
 
@@ -331,7 +335,8 @@ def picture_from_pil(img: Image.Image) -> Picture:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
   about = {'dpi': _upright_dpi(img), 'frames': getattr(img, 'n_frames', 1)}
-  img = _to_srgb(_unpremultiplied(ImageOps.exif_transpose(img)))
+  where = f'{img.filename}: ' if getattr(img, 'filename', '') else ''   # for warnings
+  img = _to_srgb(_unpremultiplied(ImageOps.exif_transpose(img)), where)
   if img.mode in _DEEP_GRAY_MODES:
     gray, bit_depth = _deep_gray(img)
     return Picture(np.repeat(gray[..., None], 3, axis=-1), _transparent_value_mask(img),
@@ -433,7 +438,8 @@ def _deep_colour_picture(img: Image.Image, pixels: np.ndarray) -> Picture:
                                   .transpose(method)) for c in range(pixels.shape[-1])], -1)
   alpha = pixels[..., 3].copy() if pixels.shape[-1] == 4 else None
   if img.info.get('icc_profile'):
-    warnings.warn('the ICC profile of a 16-bit colour image is not applied (LittleCMS '
+    where = f'{img.filename}: ' if getattr(img, 'filename', '') else ''
+    warnings.warn(f'{where}the ICC profile of a 16-bit colour image is not applied (LittleCMS '
                   'converts 8-bit images only here); pixels taken as sRGB')
   return Picture(pixels[..., :3].astype(np.float32) / 65535.0, alpha, bit_depth=16,
                  dpi=_upright_dpi(img), frames=getattr(img, 'n_frames', 1))
