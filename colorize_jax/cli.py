@@ -248,7 +248,8 @@ def colorize(flags, args) -> int:
   parser.add_argument('--saturation', type=float, default=1.0,
                       help='factor on the predicted colours (ab); 1 = as predicted')
   parser.add_argument('--batch-size', type=_positive, default=inference.BATCH_SIZE,
-                      help='render-size images per generator call')
+                      help='render-size images per generator call; twice this many photos '
+                      'are held in memory at 4 bytes a pixel: lower it for very large scans')
   parser.add_argument('--aspect', choices=inference.ASPECT_MODES,
                       default=inference.ASPECT_MODES[0],
                       help='how a non-square photo meets the square model (default '
