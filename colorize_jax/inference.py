@@ -652,6 +652,7 @@ class Colorizer:
       A `RunSummary`: the written destinations and the failures with reasons.
 
     Raises:
+      ValueError: a destination's name does not end in .png.
       OverwriteError: before anything is read, if a destination is one of the sources,
         two jobs share a destination, or a destination exists and is not a colorization
         of its job's source (a file colorize did not write, another photo's
@@ -661,6 +662,9 @@ class Colorizer:
     check_saturation(saturation)
     images.check_png_compress_level(png_compress_level)  # before any file is read
     jobs = [job if isinstance(job, Job) else Job(*map(os.fspath, job)) for job in jobs]
+    for job in jobs:   # PNG data under another name would not be known as a colorization
+      if not job.destination.lower().endswith('.png'):
+        raise ValueError(f'{job.destination}: colorize writes PNGs; give it a .png name')
     _refuse_overwrites(jobs)
     _refuse_replacing_others(jobs)
     summary = RunSummary()

@@ -557,6 +557,9 @@ def test_cli_never_replaces_a_colorization_edited_since(workdir, moderate, tmp_p
   with pytest.raises(inference.OverwriteError, match='edited since'):
     moderate.colorize_files([(folder / 'a.jpg', out / 'a.png')], progress=False)
   assert (out / 'a.png').read_bytes() == kept
+  with pytest.raises(ValueError, match='give it a .png name'):   # then never known as ours
+    moderate.colorize_files([(folder / 'a.jpg', out / 'a.jpg')], progress=False)
+  assert not (out / 'a.jpg').exists()
 
 
 def test_cli_reports_a_subfolder_it_cannot_list(workdir, tmp_path, capsys, monkeypatch):
