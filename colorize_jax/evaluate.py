@@ -87,7 +87,7 @@ EXAMPLES_FILE = 'examples.png'
 THUMBS_FILE = 'thumbs.png'
 NUM_EXAMPLES = 8
 NUM_THUMBS = 4
-THUMB_SIZE = 96
+LEADERBOARD_THUMB_SIZE = 96
 IS_SPLITS = 10   # Salimans et al.; fewer when there are fewer images:
 # a part's p(y) from a handful of images is no marginal at all (a one-image part scores
 # exactly 1, and 12 images in 10 parts pinned IS near 1 whatever the model).
@@ -817,8 +817,8 @@ def _write_text(path: epath.PathLike, text: str) -> None:
 
 
 def _thumb_strip(images: np.ndarray) -> np.ndarray:
-  tiles = [np.asarray(Image.fromarray(x).resize((THUMB_SIZE, THUMB_SIZE),
-                                                Image.Resampling.LANCZOS))
+  side = LEADERBOARD_THUMB_SIZE
+  tiles = [np.asarray(Image.fromarray(x).resize((side, side), Image.Resampling.LANCZOS))
            for x in images[:NUM_THUMBS]]
   return visualize.comparison_grid([np.stack(tiles)[i:i + 1] for i in range(len(tiles))])
 

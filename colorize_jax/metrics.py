@@ -5,7 +5,7 @@ an evaluation loop can average them over a dataset with a validity mask
 (padded last batch) through `ImageMetrics`. They are pure `jax.numpy` and
 jitted, so they run on the accelerator next to the generator.
 
-Input conventions (project-wide, see notes/conventions.md):
+Input conventions (those of `color`):
   * RGB: uint8 [N, H, W, 3] in 0..255, or float [N, H, W, 3] in [0, 1].
   * ab:  float [N, H, W, 2] in [-110, 110] (CIELAB D65/2deg).
 

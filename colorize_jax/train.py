@@ -34,8 +34,6 @@ from colorize_jax import parallel
 from colorize_jax import steps
 from colorize_jax import visualize
 
-# Fields a run cannot change when it resumes: they define the state's shapes or
-# the meaning of a step.
 # A resumed run must keep these (a prefix ending in '.' covers a whole section): the
 # state's shapes, the data order, and which photos are trained and validated on.
 _FROZEN_ON_RESUME = ('image_size', 'batch_size', 'seed', 'model.', 'data.source',

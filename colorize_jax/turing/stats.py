@@ -9,27 +9,22 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
-import statistics
 from collections.abc import Hashable, Iterable, Sequence
 
-# Two-sided 95%: the 0.975 quantile of the standard normal (1.959963...).
-Z95 = statistics.NormalDist().inv_cdf(0.975)
+from scipy import stats as scipy_stats
+
 PAPER_FOOL_RATE = 0.23       # Petre & Trausan-Matu 2020, sec. 4
 ZHANG_FOOL_RATE = 0.32       # Zhang et al. 2016, as cited in sec. 2 and 4
 
 
-def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
-  """Wilson score interval for a binomial proportion.
-
-  Same numbers as `scipy.stats.binomtest(k, n).proportion_ci(method='wilson')`
-  (without continuity correction); kept here as a few lines of stdlib so the
-  server does not import scipy.
+def wilson_interval(successes: int, trials: int,
+                    confidence: float = 0.95) -> tuple[float, float]:
+  """Wilson score interval for a binomial proportion (no continuity correction).
 
   Args:
     successes: k, 0 <= k <= trials.
     trials: n >= 0.
-    z: normal quantile; Z95 gives a two-sided 95% interval.
+    confidence: the two-sided confidence level.
 
   Returns:
     (low, high) in [0, 1]; (0.0, 1.0) when trials == 0 (no information).
@@ -38,13 +33,9 @@ def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float,
     raise ValueError(f'need 0 <= successes <= trials, got {successes} of {trials}')
   if trials == 0:
     return 0.0, 1.0
-  n, k, z2 = float(trials), float(successes), z * z
-  center = (k + z2 / 2) / (n + z2)
-  half = z * math.sqrt(k * (n - k) / n + z2 / 4) / (n + z2)
-  # At k = 0 or k = n the exact bound is 0 or 1; rounding would leave +-1e-17.
-  low = 0.0 if successes == 0 else max(0.0, center - half)
-  high = 1.0 if successes == trials else min(1.0, center + half)
-  return low, high
+  ci = scipy_stats.binomtest(int(successes), int(trials)).proportion_ci(
+      confidence_level=confidence, method='wilson')
+  return float(ci.low), float(ci.high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +59,9 @@ class Proportion:
             'ci95': [self.low, self.high]}
 
 
-def proportion(successes: int, trials: int, z: float = Z95) -> Proportion:
-  """Returns k of n as a `Proportion` (rate None when n == 0)."""
-  low, high = wilson_interval(successes, trials, z)
+def proportion(successes: int, trials: int) -> Proportion:
+  """Returns k of n as a `Proportion` (rate None when n == 0) with its 95% interval."""
+  low, high = wilson_interval(successes, trials)
   rate = successes / trials if trials else None
   return Proportion(int(successes), int(trials), rate, low, high)
 
