@@ -417,7 +417,7 @@ def test_a_checkpoint_deleted_or_saved_again_while_evaluated(runs, tmp_path, mon
   with orbax's 'No step path found', its key read after the evaluation) under the key of
   the save it read, so the new save's weights are evaluated when asked for."""
   run = tmp_path / 'run'
-  shutil.copytree(runs[0], run)
+  shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns(evaluate.EVAL_DIR))  # no cache
   config = checkpoints.load_config(str(run))
   gan = steps.GAN.from_config(config)
   compute = evaluate.Evaluator._compute
