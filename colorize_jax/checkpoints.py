@@ -189,14 +189,14 @@ class Checkpoints:
         shutil.rmtree(partial, ignore_errors=True)
       for aside in self.directory.glob(_SUPERSEDED + '*'):
         step = int(aside.name[len(_SUPERSEDED):])
-        if step in self.all_steps():
-          shutil.rmtree(aside, ignore_errors=True)
-        else:
+        if step not in self.all_steps():
           aside.rename(self.directory / self._step_names.build_name(step))
           self._manager.reload()
-    self._empty_trash()
+    self._empty_trash()   # and the set-aside ones whose new save did complete
 
   def _empty_trash(self) -> None:
+    """Removes deleted checkpoints, and interruption checkpoints set aside for a save of
+    their step that is now complete."""
     if self._primary():
       shutil.rmtree(self.directory / _TRASH, ignore_errors=True)
       for aside in self.directory.glob(_SUPERSEDED + '*'):

@@ -92,8 +92,8 @@ class StopRequested:
 
   @contextlib.contextmanager
   def shielding(self) -> Iterator[None]:
-    """Within the block (a checkpoint being saved), signals only request a stop: a
-    first one that arrives during the save and a second would cut it short."""
+    """Within the block (a checkpoint being saved) a signal only requests a stop and a
+    repeated one is ignored: the second of two would otherwise cut the save short."""
     before, self.saving = self.saving, True
     try:
       yield
