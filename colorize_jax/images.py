@@ -245,6 +245,11 @@ def to_rgb8_image(img: Image.Image) -> Image.Image:
 _ICC_OUTPUT_MODES = {'L': 'RGB', 'RGB': 'RGB', 'CMYK': 'RGB', 'RGBA': 'RGBA', 'LA': 'RGBA'}
 
 
+def _where(img: Image.Image) -> str:
+  """'<file name>: ' of an image opened from a file (to start its warnings with), else ''."""
+  return f'{img.filename}: ' if getattr(img, 'filename', '') else ''
+
+
 def _to_srgb(img: Image.Image, where: str = '') -> Image.Image:
   """`img` converted from its embedded ICC profile to sRGB (8-bit modes), else as it is;
   warnings start with `where` (the file's name and ': ', or '').
@@ -335,8 +340,7 @@ def picture_from_pil(img: Image.Image) -> Picture:
     Whatever Pillow raises for a broken image (OSError, SyntaxError, ...).
   """
   about = {'dpi': _upright_dpi(img), 'frames': getattr(img, 'n_frames', 1)}
-  where = f'{img.filename}: ' if getattr(img, 'filename', '') else ''   # for warnings
-  img = _to_srgb(_unpremultiplied(ImageOps.exif_transpose(img)), where)
+  img = _to_srgb(_unpremultiplied(ImageOps.exif_transpose(img)), _where(img))
   if img.mode in _DEEP_GRAY_MODES:
     gray, bit_depth = _deep_gray(img)
     return Picture(np.repeat(gray[..., None], 3, axis=-1), _transparent_value_mask(img),
@@ -438,8 +442,7 @@ def _deep_colour_picture(img: Image.Image, pixels: np.ndarray) -> Picture:
                                   .transpose(method)) for c in range(pixels.shape[-1])], -1)
   alpha = pixels[..., 3].copy() if pixels.shape[-1] == 4 else None
   if img.info.get('icc_profile'):
-    where = f'{img.filename}: ' if getattr(img, 'filename', '') else ''
-    warnings.warn(f'{where}the ICC profile of a 16-bit colour image is not applied (LittleCMS '
+    warnings.warn(f'{_where(img)}the ICC profile of a 16-bit colour image is not applied (LittleCMS '
                   'converts 8-bit images only here); pixels taken as sRGB')
   return Picture(pixels[..., :3].astype(np.float32) / 65535.0, alpha, bit_depth=16,
                  dpi=_upright_dpi(img), frames=getattr(img, 'n_frames', 1))
