@@ -442,8 +442,8 @@ def _deep_colour_picture(img: Image.Image, pixels: np.ndarray) -> Picture:
                                   .transpose(method)) for c in range(pixels.shape[-1])], -1)
   alpha = pixels[..., 3].copy() if pixels.shape[-1] == 4 else None
   if img.info.get('icc_profile'):
-    warnings.warn(f'{_where(img)}the ICC profile of a 16-bit colour image is not applied (LittleCMS '
-                  'converts 8-bit images only here); pixels taken as sRGB')
+    warnings.warn(f'{_where(img)}the ICC profile of a 16-bit colour image is not applied '
+                  '(LittleCMS converts 8-bit images only here); pixels taken as sRGB')
   return Picture(pixels[..., :3].astype(np.float32) / 65535.0, alpha, bit_depth=16,
                  dpi=_upright_dpi(img), frames=getattr(img, 'n_frames', 1))
 
