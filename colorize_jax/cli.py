@@ -293,7 +293,9 @@ def colorize(flags, args) -> int:
     return EXIT_USAGE
   kept, foreign = [], []   # outputs there already; what may not be written over
   for job in jobs:
-    holds = inference.destination_holds(job)
+    # An edit is looked for only where it would be lost: a rerun without --overwrite
+    # keeps every output and need not read each one whole.
+    holds = inference.destination_holds(job, replacing=opts.overwrite)
     if holds == 'nothing':
       continue
     if holds == 'a file colorize did not write':

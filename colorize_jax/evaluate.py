@@ -562,9 +562,10 @@ class Evaluator:
     name = f'step_{int(step)}' + (f'-{self.inception.tag}' if self.inception.tag else '')
     return epath.Path(workdir) / EVAL_DIR / self.data_for(config).tag / name
 
-  def cached_result(self, workdir: epath.PathLike, step: int) -> dict[str, Any] | None:
-    """The stored metrics of `step` if they were computed for the current key, else None."""
-    config = checkpoints.load_config(workdir)
+  def cached_result(self, workdir: epath.PathLike, config: ml_collections.ConfigDict,
+                    step: int, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored metrics of `step` of the run in `workdir` (whose config this is) if they
+    were computed for `key` (`self.key` of that step, now), else None."""
     path = self.result_dir(workdir, config, step) / METRICS_FILE
     if not path.exists():
       return None
@@ -572,7 +573,7 @@ class Evaluator:
       stored = json.loads(path.read_text())
     except ValueError:
       return None
-    if stored.get('key') != self.key(workdir, config, step):
+    if stored.get('key') != key:
       return None
     # The run may have been moved or copied since: this is where it is now.
     stored['dir'], stored['workdir'] = os.fspath(path.parent), os.fspath(workdir)
@@ -597,16 +598,17 @@ class Evaluator:
     """
     workdir = epath.Path(os.path.abspath(os.fspath(workdir)))
     chosen = inference.resolve_step(workdir, step)
+    # Before the weights are read: a checkpoint saved again (or deleted by a training's
+    # retention) while it is evaluated must not lend its key to the old weights' scores.
+    config = checkpoints.load_config(workdir)
+    key = self.key(workdir, config, chosen)
     if use_cache:
-      stored = self.cached_result(workdir, chosen)
+      stored = self.cached_result(workdir, config, chosen, key)
       if stored is not None:
         self.cached.append((os.fspath(workdir), chosen))
         return stored
     files.check_writable(workdir / EVAL_DIR, 'the evaluation results')
     start = time.perf_counter()
-    # Before the weights are read: a checkpoint saved again (or deleted by a training's
-    # retention) while it is evaluated must not lend its key to the old weights' scores.
-    key = self.key(workdir, checkpoints.load_config(workdir), chosen)
     restored = inference.restore(workdir, chosen, mesh=self.mesh)
     seconds = {'restore': time.perf_counter() - start}
     result = {'key': key, **self._compute(restored, seconds, image_progress and self.progress)}

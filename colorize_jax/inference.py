@@ -336,6 +336,7 @@ def _outside_gamut(rgb: jnp.ndarray) -> jnp.ndarray:
 
 _lightness = jax.jit(color.rgb_to_gray_l)
 
+
 @jax.jit
 def _lab_to_rgb_checked(lab: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   rgb = color.lab_to_rgb(lab, clip=False)
@@ -822,11 +823,12 @@ def _refuse_overwrites(jobs: Sequence[Job]) -> None:
           'folder (inputs are never overwritten).')
 
 
-def destination_holds(job: Job) -> str:
+def destination_holds(job: Job, replacing: bool = True) -> str:
   """What is at a job's destination: 'nothing', 'its colorization' (of this job's source;
   also a colorization that recorded no source), 'another colorization' (of another photo),
-  'an edited colorization' (its pixels changed since colorize wrote it) or 'a file
-  colorize did not write'. Only the first two may be written over."""
+  'an edited colorization' (its pixels changed since colorize wrote it; told apart only
+  when `replacing`, as it reads the whole file) or 'a file colorize did not write'. Only
+  the first two may be written over."""
   if not os.path.lexists(job.destination):
     return 'nothing'
   made_from = images.colorized_source(job.destination)
@@ -834,7 +836,9 @@ def destination_holds(job: Job) -> str:
     return 'a file colorize did not write'
   if made_from not in ('', images.source_id(job.source)):
     return 'another colorization'
-  return 'an edited colorization' if images.was_edited(job.destination) else 'its colorization'
+  if replacing and images.was_edited(job.destination):
+    return 'an edited colorization'
+  return 'its colorization'
 
 
 def _refuse_replacing_others(jobs: Sequence[Job]) -> None:

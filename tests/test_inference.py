@@ -532,10 +532,12 @@ def test_cli_never_takes_another_photos_colorization_for_this_ones(workdir, tmp_
   assert 'nothing to do' in capsys.readouterr().out
 
 
-def test_cli_never_replaces_a_colorization_edited_since(workdir, moderate, tmp_path, capsys):
+def test_cli_never_replaces_a_colorization_edited_since(workdir, moderate, tmp_path, capsys,
+                                                        monkeypatch):
   """An output retouched in an editor that kept its PNG text (so still marked as this
   photo's colorization) is not replaced by --overwrite: its input is reported as not
-  done (exit 1); the same output untouched is replaced."""
+  done (exit 1); the same output untouched is replaced. A rerun without --overwrite keeps
+  it without reading it whole (a rerun of a big folder read every output)."""
   folder, out = tmp_path / 'in', tmp_path / 'out'
   folder.mkdir()
   Image.fromarray(photo(20, 20)).save(folder / 'a.jpg')
@@ -554,6 +556,10 @@ def test_cli_never_replaces_a_colorization_edited_since(workdir, moderate, tmp_p
   assert cli.colorize(run_flags(workdir), args) == 1
   assert 'was edited since colorize wrote it' in capsys.readouterr().err
   assert (out / 'a.png').read_bytes() == kept
+  with monkeypatch.context() as patch:   # without --overwrite: kept, and not read whole
+    patch.setattr(images, 'was_edited', lambda path: pytest.fail('read a kept output whole'))
+    assert cli.colorize(run_flags(workdir), args[:-1]) == 0
+  assert 'nothing to do' in capsys.readouterr().out
   with pytest.raises(inference.OverwriteError, match='edited since'):
     moderate.colorize_files([(folder / 'a.jpg', out / 'a.png')], progress=False)
   assert (out / 'a.png').read_bytes() == kept
